@@ -1,0 +1,116 @@
+"""One Ray actor per agent instance. Many runs share it: each turn is its own task, tracked by run id."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from orchestra import (
+    Agent,
+    InternalError,
+    OrchestraConfig,
+    OrchestraError,
+    RunEvent,
+    TurnRequest,
+    TurnResult,
+    make_provider,
+)
+
+__all__ = ["AgentActor"]
+
+
+@ray.remote
+class AgentActor:
+    """Hosts one agent of a team and runs its turns; its tokens stream straight back to the caller."""
+
+    def __init__(self, config: OrchestraConfig, team: str, instance: str, agent_name: str) -> None:
+        self._config = config
+        self._agent = Agent(instance, config.teams[team].agents[agent_name], make_provider(config))
+        self._team = team
+        self._coalesce_s = config.runtime.stream_coalesce_s
+        self._tasks: dict[str, set[asyncio.Task[TurnResult]]] = {}
+        self._turns = 0
+
+    def _track(self, request: TurnRequest, task: asyncio.Task[TurnResult]) -> None:
+        tasks = self._tasks.setdefault(request.run_id, set())
+        tasks.add(task)
+
+        def _done(t: asyncio.Task[TurnResult]) -> None:
+            tasks.discard(t)
+            if not tasks:
+                self._tasks.pop(request.run_id, None)
+
+        task.add_done_callback(_done)
+
+    async def handle(self, requests: list[TurnRequest]) -> list[TurnResult | OrchestraError]:
+        """Run a batch of turns concurrently (one actor call for many sessions' turns)."""
+        tasks = []
+        for request in requests:
+            task = asyncio.ensure_future(self._agent.run_turn(request))
+            self._track(request, task)
+            tasks.append(task)
+        self._turns += len(tasks)
+        out: list[TurnResult | OrchestraError] = []
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, TurnResult | OrchestraError):
+                out.append(result)
+            elif isinstance(result, asyncio.CancelledError):
+                out.append(OrchestraError("turn cancelled"))
+            else:
+                out.append(InternalError("an agent turn failed unexpectedly", details={"agent": self._agent.name}))
+        return out
+
+    async def stream(self, request: TurnRequest) -> AsyncIterator[list[RunEvent] | TurnResult | OrchestraError]:
+        """Run one turn, yielding its events in batches as they come, then the TurnResult."""
+        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        task = asyncio.ensure_future(self._agent.run_turn(request, queue.put_nowait, coalesce_s=self._coalesce_s))
+        self._track(request, task)
+        self._turns += 1
+        try:
+            while not task.done() or not queue.empty():
+                if queue.empty():
+                    getter = asyncio.ensure_future(queue.get())
+                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        continue
+                    batch = [getter.result()]
+                else:
+                    batch = []
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                yield batch
+            error = task.exception() if not task.cancelled() else OrchestraError("turn cancelled")
+            if error is None:
+                yield task.result()
+            else:  # errors travel as values: Ray would wrap a raised one in RayTaskError
+                yield error if isinstance(error, OrchestraError) else InternalError(
+                    "an agent turn failed unexpectedly", details={"agent": self._agent.name}
+                )
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def cancel_run(self, run_id: str) -> int:
+        """Cancel every turn of ``run_id`` running here; returns how many were stopped."""
+        tasks = list(self._tasks.get(run_id, ()))
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    def info(self) -> dict[str, Any]:
+        ctx = ray.get_runtime_context()
+        return {
+            "team": self._team,
+            "agent": self._agent.name,
+            "role": self._agent.config.role,
+            "actor_id": ctx.get_actor_id(),
+            "pid": os.getpid(),
+            "provider": self._agent.provider.name,
+            "turns": self._turns,
+            "running_runs": len(self._tasks),
+        }

@@ -1,0 +1,259 @@
+"""``connect()``: a handle to the live orchestrator actors, for scripts, notebooks and the Serve app."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from orchestra import (
+    ChatResult,
+    NotFoundError,
+    OrchestraConfig,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    Session,
+    TeamInfo,
+    Transcript,
+    error_from_dict,
+    load_config,
+    parse_run_request,
+)
+
+from ._env import actor_env
+from .orchestrator import Orchestrator, orchestrator_name
+
+__all__ = ["OrchestraHandle", "connect", "shard_of"]
+
+
+def shard_of(tenant: str, session_id: str, shards: int) -> int:
+    """Stable across processes (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(f"{tenant}\x00{session_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+class OrchestraHandle:
+    """Talks to the orchestrator shards. Sync methods block; ``a``-prefixed ones and ``stream`` are async."""
+
+    def __init__(self, config: OrchestraConfig, shards: list[Any], tenant: str = "local") -> None:
+        self.config = config
+        self._shards = shards
+        self.tenant = tenant
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _request(self, message: str, **fields: Any) -> tuple[Any, Any]:
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields.setdefault("tenant", self.tenant)
+        # A session id chosen here keeps a new session's later turns on the same shard.
+        fields.setdefault("session_id", uuid.uuid4().hex)
+        request = parse_run_request({"message": message, **fields})
+        assert request.session_id is not None
+        return request, self._shards[shard_of(request.tenant, request.session_id, len(self._shards))]
+
+    @staticmethod
+    def _unwrap(error: BaseException) -> BaseException:
+        # Errors raised inside an actor arrive wrapped in RayTaskError; give callers the real one.
+        cause = getattr(error, "cause", None)
+        return cause if isinstance(cause, Exception) else error
+
+    # -- chat --------------------------------------------------------------------------------------
+
+    def chat(
+        self,
+        message: str,
+        *,
+        swarm_type: str | None = None,
+        optimization_mode: str = "balanced",
+        session_id: str | None = None,
+        user_context: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> ChatResult:
+        """Run a swarm on ``message`` and wait for the answer (spec §5 ``data``)."""
+        request, shard = self._request(
+            message,
+            swarm_type=swarm_type,
+            optimization_mode=optimization_mode,
+            session_id=session_id,
+            user_context=user_context,
+            run_id=run_id,
+        )
+        try:
+            return ray.get(shard.chat.remote(request))  # type: ignore[no-any-return]
+        except Exception as e:
+            raise self._unwrap(e) from None
+
+    async def achat(
+        self,
+        message: str,
+        *,
+        swarm_type: str | None = None,
+        optimization_mode: str = "balanced",
+        session_id: str | None = None,
+        user_context: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> ChatResult:
+        request, shard = self._request(
+            message,
+            swarm_type=swarm_type,
+            optimization_mode=optimization_mode,
+            session_id=session_id,
+            user_context=user_context,
+            run_id=run_id,
+        )
+        ref = shard.chat.remote(request)
+        try:
+            return await ref  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            await shard.cancel.remote(request.run_id, request.tenant)
+            raise
+        except Exception as e:
+            raise self._unwrap(e) from None
+
+    async def stream(
+        self,
+        message: str,
+        *,
+        swarm_type: str | None = None,
+        optimization_mode: str = "balanced",
+        session_id: str | None = None,
+        user_context: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        raise_on_error: bool = False,
+    ) -> AsyncIterator[RunEvent]:
+        """The run's events as they happen: turn_start / token / turn_end per agent, then the result.
+
+        Ends with ``RunCompleted`` (or ``RunFailed``, which is raised instead when ``raise_on_error``).
+        Leaving the loop early cancels the run.
+        """
+        request, shard = self._request(
+            message,
+            swarm_type=swarm_type,
+            optimization_mode=optimization_mode,
+            session_id=session_id,
+            user_context=user_context,
+            run_id=run_id,
+        )
+        finished = False
+        try:
+            async for ref in shard.stream.remote(request):
+                for event in await ref:
+                    if isinstance(event, RunCompleted | RunFailed):
+                        finished = True
+                        if isinstance(event, RunFailed) and raise_on_error:
+                            raise error_from_dict(event.error)
+                    yield event
+        finally:
+            if not finished:
+                await shard.cancel.remote(request.run_id, request.tenant)
+
+    async def acancel(self, run_id: str) -> bool:
+        """Cancel a run of this tenant on whichever shard runs it."""
+        found = await asyncio.gather(*(s.cancel.remote(run_id, self.tenant) for s in self._shards))
+        return any(found)
+
+    def cancel(self, run_id: str) -> bool:
+        return any(ray.get([s.cancel.remote(run_id, self.tenant) for s in self._shards]))
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    def teams(self) -> list[TeamInfo]:
+        """The configured teams with each mode's agents, rounds, judge, model and deadline."""
+        return ray.get(self._shards[0].teams.remote())  # type: ignore[no-any-return]
+
+    def transcript(self, run_id: str) -> Transcript:
+        """Every turn of a finished (or failed) run with its full text."""
+        for t in ray.get([s.transcript.remote(run_id, self.tenant) for s in self._shards]):
+            if t is not None:
+                return t  # type: ignore[no-any-return]
+        raise NotFoundError(f"no run {run_id!r}")
+
+    def session(self, session_id: str) -> Session:
+        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
+        s = ray.get(shard.session.remote(self.tenant, session_id))
+        if s is None:
+            raise NotFoundError(f"no session {session_id!r}")
+        return s  # type: ignore[no-any-return]
+
+    def end_session(self, session_id: str) -> Session:
+        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
+        s = ray.get(shard.end_session.remote(self.tenant, session_id))
+        if s is None:
+            raise NotFoundError(f"no session {session_id!r}")
+        return s  # type: ignore[no-any-return]
+
+    def running(self) -> list[str]:
+        return [r for rs in ray.get([s.running.remote(self.tenant) for s in self._shards]) for r in rs]
+
+    def actors(self) -> list[dict[str, Any]]:
+        """The live named actors: each orchestrator shard and every agent actor it has started."""
+        out: list[dict[str, Any]] = []
+        for shard, info, agents in zip(
+            self._shards,
+            ray.get([s.info.remote() for s in self._shards]),
+            ray.get([s.agents.remote() for s in self._shards]),
+            strict=True,
+        ):
+            del shard
+            out.append({"kind": "orchestrator", "name": orchestrator_name(info["shard"]), **info})
+            out.extend({"kind": "agent", "shard": info["shard"], **a} for a in agents)
+        return out
+
+    def warm_up(self, teams: list[str] | None = None) -> int:
+        """Start the agent actors now (they start on first use otherwise). Returns how many exist."""
+        return sum(ray.get([s.warm_up.remote(teams) for s in self._shards]))
+
+    def with_tenant(self, tenant: str) -> OrchestraHandle:
+        """The same orchestrator seen as another tenant (the serving layer uses one per API key)."""
+        return OrchestraHandle(self.config, self._shards, tenant)
+
+    def shutdown(self) -> None:
+        """Kill the orchestrator shards (and with them the agent actors they own)."""
+        for shard in self._shards:
+            ray.kill(shard)
+
+
+def connect(
+    address: str | None = None,
+    *,
+    config: OrchestraConfig | str | None = None,
+    namespace: str | None = None,
+    shards: int | None = None,
+    detached: bool = False,
+    tenant: str = "local",
+    init_kwargs: dict[str, Any] | None = None,
+) -> OrchestraHandle:
+    """Connect to (or start) the orchestrator.
+
+    - ``address``: a Ray cluster (``auto``, ``ray://host:10001``...). None: ``RAY_ADDRESS`` when set,
+      else a Ray already initialised in this process, else a new local Ray.
+    - ``config``: an OrchestraConfig or a YAML path (default ``configs/swarms.yaml``/``ORCHESTRA_CONFIG``).
+    - ``detached``: orchestrators outlive this process (stop them with ``handle.shutdown()``).
+    Existing orchestrator actors of the namespace are reused, not replaced.
+    """
+    cfg = config if isinstance(config, OrchestraConfig) else load_config(config)
+    ns = namespace or cfg.runtime.namespace
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=ns, **(init_kwargs or {}))
+    n = shards or cfg.runtime.orchestrator_shards
+    env = actor_env(cfg)
+    handles = []
+    for i in range(n):
+        handles.append(
+            Orchestrator.options(  # type: ignore[attr-defined]
+                name=orchestrator_name(i),
+                namespace=ns,
+                get_if_exists=True,
+                lifetime="detached" if detached else None,
+                num_cpus=cfg.runtime.orchestrator_num_cpus,
+                max_concurrency=cfg.runtime.agent_max_concurrency,
+                runtime_env={"env_vars": env},
+            ).remote(cfg, i, env)
+        )
+    ray.get([h.info.remote() for h in handles])  # surfaces a start-up error (bad provider config) now
+    return OrchestraHandle(cfg, handles, tenant)

@@ -1,0 +1,147 @@
+"""The orchestrator actor: owns one shard's team pools, sessions, deadlines and cancellation.
+
+Sessions are spread over shards by a stable hash (see ``actors.client.shard_of``), so adding shards adds
+capacity; a shard never talks to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from orchestra import (
+    ChatResult,
+    Engine,
+    OrchestraConfig,
+    RunEvent,
+    RunRequest,
+    Session,
+    TeamInfo,
+    Transcript,
+    NotFoundError,
+    make_provider,
+)
+
+from .agent import AgentActor
+from .runtime import RayRuntime
+
+__all__ = ["Orchestrator", "agent_actor_name", "orchestrator_name"]
+
+log = logging.getLogger("orchestra.actors")
+
+
+def orchestrator_name(shard: int) -> str:
+    return f"orchestrator-{shard}"
+
+
+def agent_actor_name(shard: int, team: str, instance: str) -> str:
+    return f"agent-{shard}-{team}-{instance}"
+
+
+@ray.remote
+class Orchestrator:
+    def __init__(self, config: OrchestraConfig, shard: int, env: dict[str, str]) -> None:
+        self._config = config
+        self._shard = shard
+        self._env = env
+        provider = make_provider(config)  # fail here, at start-up, on a bad provider config
+        self._provider_label = provider.name
+        self._runtime = RayRuntime(config, self._make_agent)
+        self._engine = Engine(config, self._runtime, config.resolved_provider())
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _make_agent(self, team: str, instance: str, agent_name: str) -> Any:
+        rt = self._config.runtime
+        return AgentActor.options(  # type: ignore[attr-defined]
+            name=agent_actor_name(self._shard, team, instance),
+            namespace=rt.namespace,
+            get_if_exists=True,
+            num_cpus=rt.agent_num_cpus,
+            max_concurrency=rt.agent_max_concurrency,
+            runtime_env={"env_vars": self._env},
+        ).remote(self._config, team, instance, agent_name)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def _sweep(self) -> None:
+        interval = min(60.0, max(1.0, self._config.runtime.session_ttl_s / 10))
+        while True:
+            await asyncio.sleep(interval)
+            for session in self._engine.sessions.expire():
+                log.info("session %s of %s expired", session.session_id, session.tenant)
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    async def chat(self, request: RunRequest) -> ChatResult:
+        self._ensure_sweeper()
+        return await self._engine.run(request)
+
+    async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
+        self._ensure_sweeper()
+        async for batch in self._engine.stream_batches(request):
+            yield batch
+
+    async def cancel(self, run_id: str, tenant: str | None = None) -> bool:
+        return await self._engine.cancel(run_id, tenant)
+
+    async def warm_up(self, teams: list[str] | None = None) -> int:
+        """Create the agent actors of ``teams`` (all by default) now rather than on first use."""
+        names = teams or list(self._config.teams)
+        actors = []
+        for team in names:
+            cfg = self._config.teams[team]
+            for agent in dict.fromkeys([*cfg.flow_agents(), *([cfg.judge] if cfg.judge else [])]):
+                for instance in cfg.max_instances(agent):
+                    actors.append(self._runtime.actor(team, instance))
+        await asyncio.gather(*(a.info.remote() for a in actors))
+        return len(actors)
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    def teams(self) -> list[TeamInfo]:
+        return self._engine.teams()
+
+    def transcript(self, run_id: str, tenant: str) -> Transcript | None:
+        try:
+            return self._engine.transcript(run_id, tenant)
+        except NotFoundError:
+            return None
+
+    def running(self, tenant: str | None = None) -> list[str]:
+        return self._engine.running(tenant)
+
+    def session(self, tenant: str, session_id: str) -> Session | None:
+        try:
+            return self._engine.session(tenant, session_id)
+        except NotFoundError:
+            return None
+
+    def reset_session(self, tenant: str, session_id: str) -> bool:
+        return self._engine.sessions.reset(tenant, session_id)
+
+    def end_session(self, tenant: str, session_id: str) -> Session | None:
+        return self._engine.sessions.end(tenant, session_id)
+
+    async def agents(self) -> list[dict[str, Any]]:
+        infos = await asyncio.gather(
+            *(a.info.remote() for a in self._runtime.actors.values()), return_exceptions=True
+        )
+        return [i for i in infos if isinstance(i, dict)]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "shard": self._shard,
+            "pid": os.getpid(),
+            "actor_id": ray.get_runtime_context().get_actor_id(),
+            "provider": self._provider_label,
+            "running": len(self._engine.running()),
+            "sessions": len(self._engine.sessions),
+            "agents": len(self._runtime.actors),
+        }

@@ -1,0 +1,150 @@
+"""AI Orchestra: an actor-model runtime for teams of LLM agents.
+
+The core (this package) is free of Ray: patterns, agents, providers, config and the engine can be used and
+tested in one process. ``orchestra.connect()`` returns a handle to the live Ray actors (it imports Ray
+lazily).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._agent import Agent, EventSink, build_messages
+from ._config import (
+    MODES,
+    AgentConfig,
+    OrchestraConfig,
+    RouterConfig,
+    RuntimeConfig,
+    TeamConfig,
+    TeamModeSettings,
+    default_config_path,
+    load_config,
+)
+from ._engine import Engine, parse_run_request
+from ._errors import (
+    AuthenticationError,
+    ConfigError,
+    DeadlineExceededError,
+    InternalError,
+    NotFoundError,
+    OrchestraError,
+    PayloadTooLargeError,
+    ProviderAuthenticationError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderRequestError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+    RunCancelledError,
+    ServiceUnavailableError,
+    ValidationError,
+    error_from_dict,
+)
+from ._messages import (
+    ChatMetadata,
+    ChatResult,
+    Contribution,
+    HistoryTurn,
+    ProcessingStep,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunRequest,
+    TeamInfo,
+    TokenEvent,
+    Transcript,
+    TranscriptEntry,
+    TurnEnd,
+    TurnRequest,
+    TurnResult,
+    TurnStart,
+)
+from ._patterns import PATTERNS, TeamRun, parse_score, parse_verdict, run_pattern
+from ._factory import make_provider
+from ._providers import LLMProvider
+from ._router import route
+from ._runtime import AgentRuntime, LocalRuntime
+from ._sessions import Session, SessionStore
+
+if TYPE_CHECKING:
+    from actors.client import OrchestraHandle
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODES",
+    "PATTERNS",
+    "Agent",
+    "AgentConfig",
+    "AgentRuntime",
+    "AuthenticationError",
+    "ChatMetadata",
+    "ChatResult",
+    "ConfigError",
+    "Contribution",
+    "DeadlineExceededError",
+    "Engine",
+    "EventSink",
+    "HistoryTurn",
+    "InternalError",
+    "LLMProvider",
+    "LocalRuntime",
+    "NotFoundError",
+    "OrchestraConfig",
+    "OrchestraError",
+    "PayloadTooLargeError",
+    "ProcessingStep",
+    "ProviderAuthenticationError",
+    "ProviderError",
+    "ProviderRateLimitError",
+    "ProviderRequestError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "RateLimitError",
+    "RouterConfig",
+    "RunCancelledError",
+    "RunCompleted",
+    "RunEvent",
+    "RunFailed",
+    "RunRequest",
+    "RuntimeConfig",
+    "ServiceUnavailableError",
+    "Session",
+    "SessionStore",
+    "TeamConfig",
+    "TeamInfo",
+    "TeamModeSettings",
+    "TeamRun",
+    "TokenEvent",
+    "Transcript",
+    "TranscriptEntry",
+    "TurnEnd",
+    "TurnRequest",
+    "TurnResult",
+    "TurnStart",
+    "ValidationError",
+    "__version__",
+    "build_messages",
+    "connect",
+    "default_config_path",
+    "error_from_dict",
+    "load_config",
+    "make_provider",
+    "parse_run_request",
+    "parse_score",
+    "parse_verdict",
+    "route",
+    "run_pattern",
+]
+
+
+def connect(address: str | None = None, **kwargs: Any) -> OrchestraHandle:
+    """Handle to the running orchestrator on Ray (starting a local Ray and the actors when none run).
+
+    See ``actors.client.connect`` for the options.
+    """
+    from actors.client import connect as _connect
+
+    return _connect(address, **kwargs)

@@ -1,0 +1,154 @@
+"""``orchestra`` command line: run a swarm on a local Ray (or in-process), list teams."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from ._config import MODES, load_config
+from ._errors import OrchestraError
+from ._messages import RunCompleted, RunEvent, RunFailed, TokenEvent, TurnEnd, TurnStart
+
+__all__ = ["main"]
+
+DEFAULT_MESSAGE = "Write a Python function that merges overlapping intervals."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orchestra", description="AI Orchestra: teams of LLM agents on Ray.")
+    p.add_argument("--config", help="swarms YAML (default: configs/swarms.yaml or $ORCHESTRA_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one chat turn through a swarm and print the answer")
+    run.add_argument("message", nargs="*", help=f"the message (default: {DEFAULT_MESSAGE!r})")
+    run.add_argument("--swarm", dest="swarm_type", help="team to run (default: the router chooses)")
+    run.add_argument("--mode", dest="optimization_mode", choices=MODES, default="balanced")
+    run.add_argument("--session", dest="session_id", help="session id to continue")
+    run.add_argument("--stream", action="store_true", help="print every agent's tokens as they come")
+    run.add_argument("--local", action="store_true", help="run in this process without Ray")
+    run.add_argument("--json", action="store_true", help="print the result as spec §5 JSON")
+    run.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a new local Ray)")
+    sub.add_parser("teams", help="list the configured teams and their modes")
+    return p
+
+
+def _print_event(event: RunEvent, state: dict[str, Any]) -> None:
+    if isinstance(event, TurnStart):
+        state.setdefault("open", set()).add(event.agent)
+        print(f"\n── {event.agent} ({event.role}, round {event.round}) ──", flush=True)
+        state["current"] = event.agent
+    elif isinstance(event, TokenEvent):
+        if state.get("current") != event.agent:  # parallel agents interleave: say who speaks
+            print(f"\n[{event.agent}] ", end="")
+            state["current"] = event.agent
+        print(event.token, end="", flush=True)
+    elif isinstance(event, TurnEnd):
+        s = event.step
+        print(f"\n   ↳ {event.agent}: {s.completion_tokens} tokens in {s.latency_s:.2f}s ({s.model})", flush=True)
+        state["current"] = None
+
+
+async def _run_local(args: argparse.Namespace) -> int:
+    from ._engine import Engine, parse_run_request
+    from ._factory import make_provider
+    from ._runtime import LocalRuntime
+
+    cfg = load_config(args.config)
+    provider = make_provider(cfg)
+    engine = Engine(cfg, LocalRuntime(cfg, provider), cfg.resolved_provider())
+    request = parse_run_request(_fields(args))
+    if not args.stream:
+        _print_result(await engine.run(request), args.json)
+        return 0
+    state: dict[str, Any] = {}
+    async for event in engine.stream(request):
+        code = _handle_final(event, state, args.json)
+        if code is not None:
+            return code
+    return 1
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields = {
+        "message": " ".join(args.message) or DEFAULT_MESSAGE,
+        "swarm_type": args.swarm_type,
+        "optimization_mode": args.optimization_mode,
+        "session_id": args.session_id,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _handle_final(event: RunEvent, state: dict[str, Any], as_json: bool) -> int | None:
+    if isinstance(event, RunCompleted):
+        print()
+        _print_result(event.result, as_json)
+        return 0
+    if isinstance(event, RunFailed):
+        print(f"\nerror {event.error['code']}: {event.error['message']}", file=sys.stderr)
+        return 2
+    _print_event(event, state)
+    return None
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.model_dump(), indent=2))
+        return
+    m = result.metadata
+    print("═" * 72)
+    print(result.response)
+    print("═" * 72)
+    print(
+        f"team {m.swarm_type} ({result.execution_mode}), mode {m.optimization_mode}, model {m.model}, "
+        f"quality {result.quality_score:.2f}, {m.tokens_used} tokens, {len(m.processing_steps)} turns, "
+        f"{result.execution_time:.2f}s, session {result.session_id}"
+    )
+
+
+async def _run_ray(args: argparse.Namespace) -> int:
+    from actors.client import connect
+
+    handle = connect(args.address, config=args.config)
+    fields = _fields(args)
+    message = fields.pop("message")
+    if not args.stream:
+        _print_result(await handle.achat(message, **fields), args.json)
+        return 0
+    state: dict[str, Any] = {}
+    async for event in handle.stream(message, **fields):
+        code = _handle_final(event, state, args.json)
+        if code is not None:
+            return code
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "teams":
+            from ._engine import team_infos
+
+            cfg = load_config(args.config)
+            for info in team_infos(cfg, cfg.resolved_provider()):
+                print(f"{info.swarm_type:15} {info.pattern:15} {info.description}")
+                for mode, s in info.modes.items():
+                    print(f"    {mode:9} agents={s['agents']} rounds={s['rounds']} judge={s['judge']} "
+                          f"model={s['model']} deadline={s['deadline_s']:g}s")
+            return 0
+        provider = load_config(args.config).resolved_provider()
+        if provider == "scripted":
+            print("LLM provider: scripted (offline deterministic stand-in, not a real model)", file=sys.stderr)
+        return asyncio.run(_run_local(args) if args.local else _run_ray(args))
+    except OrchestraError as e:
+        print(f"error {e.code}: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

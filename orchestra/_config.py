@@ -1,0 +1,321 @@
+"""Configuration schema (pydantic, described fields) and loader for ``configs/swarms.yaml``.
+
+A bad file fails at start-up with a :class:`ConfigError` naming the offending path, never mid-request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from ._errors import ConfigError
+from ._providers._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
+
+__all__ = [
+    "MODES",
+    "AgentConfig",
+    "OrchestraConfig",
+    "ProviderName",
+    "RecordingConfig",
+    "RouterConfig",
+    "RouterRule",
+    "RuntimeConfig",
+    "TeamConfig",
+    "TeamModeSettings",
+    "default_config_path",
+    "load_config",
+]
+
+Mode = Literal["lite", "balanced", "quality"]
+MODES: tuple[Mode, ...] = ("lite", "balanced", "quality")
+ProviderName = Literal["scripted", "openai", "anthropic"]
+PatternName = Literal["review_loop", "debate", "pipeline", "fan_out_reduce"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentConfig(_Model):
+    role: str = Field(description="Role label (planner, coder, reviewer, debater, judge, ...); shapes behaviour.")
+    system_prompt: str = Field(min_length=1, description="System prompt given to the model for this agent.")
+    tier: str | None = Field(default=None, description="Model tier for this agent regardless of mode, if set.")
+    max_tokens: int = Field(default=1024, ge=1, le=32768, description="Completion token cap per turn.")
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0, description="Sampling temperature.")
+
+
+class TeamModeSettings(_Model):
+    agents: dict[str, int] = Field(
+        default_factory=dict, description="Parallel instances per agent name (default 1), e.g. {debater: 3}."
+    )
+    rounds: int = Field(
+        default=1, ge=1, le=20, description="Debate rounds, or the review loop's maximum iterations."
+    )
+    judge: bool = Field(default=False, description="Run the team's judge on the final answer to score it.")
+    model_tier: str | None = Field(default=None, description="Overrides the mode's model tier for this team.")
+    deadline_s: float | None = Field(default=None, gt=0, description="Overrides the mode's deadline.")
+
+
+class TeamConfig(_Model):
+    description: str = Field(description="One line shown when teams are listed.")
+    pattern: PatternName = Field(description="Interaction pattern the team runs.")
+    agents: dict[str, AgentConfig] = Field(description="The team's agents by name.")
+    flow: dict[str, Any] = Field(
+        description=(
+            "Which agent plays which part of the pattern. review_loop: {planner?, worker, reviewer}; "
+            "debate: {debater}; pipeline: {stages: [agent, ...]}; fan_out_reduce: {workers, reducer}."
+        )
+    )
+    judge: str | None = Field(default=None, description="Agent that scores (and for debate decides).")
+    modes: dict[Mode, TeamModeSettings] = Field(description="Per-mode team size, rounds, judge and tier.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TeamConfig:
+        for name in self.agents:
+            if not _NAME.match(name):
+                raise ValueError(f"agent name {name!r} must match {_NAME.pattern}")
+        required = {
+            "review_loop": ("worker", "reviewer"),
+            "debate": ("debater",),
+            "pipeline": ("stages",),
+            "fan_out_reduce": ("workers", "reducer"),
+        }[self.pattern]
+        allowed = {
+            "review_loop": {"planner", "worker", "reviewer"},
+            "debate": {"debater"},
+            "pipeline": {"stages"},
+            "fan_out_reduce": {"workers", "reducer"},
+        }[self.pattern]
+        for key in required:
+            if key not in self.flow:
+                raise ValueError(f"flow.{key} is required by pattern {self.pattern!r}")
+        for key in self.flow:
+            if key not in allowed:
+                raise ValueError(f"flow.{key} is not used by pattern {self.pattern!r}")
+        for ref in self.flow_agents():
+            if ref not in self.agents:
+                raise ValueError(f"flow refers to unknown agent {ref!r}")
+        if self.judge is not None and self.judge not in self.agents:
+            raise ValueError(f"judge refers to unknown agent {self.judge!r}")
+        if self.pattern == "debate" and self.judge is None:
+            raise ValueError("pattern 'debate' needs a judge agent")
+        missing = [m for m in MODES if m not in self.modes]
+        if missing:
+            raise ValueError(f"modes {missing} are not configured")
+        for mode, settings in self.modes.items():
+            for agent, count in settings.agents.items():
+                if agent not in self.agents:
+                    raise ValueError(f"modes.{mode}.agents refers to unknown agent {agent!r}")
+                if not 1 <= count <= 16:
+                    raise ValueError(f"modes.{mode}.agents.{agent} must be between 1 and 16")
+            if settings.judge and self.judge is None:
+                raise ValueError(f"modes.{mode}.judge is true but the team has no judge agent")
+        return self
+
+    def flow_agents(self) -> list[str]:
+        """Agent names referenced by ``flow``, in order of appearance."""
+        refs: list[str] = []
+        for value in self.flow.values():
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if not isinstance(item, str):
+                    raise ValueError(f"flow entries must be agent names, got {item!r}")
+                refs.append(item)
+        return refs
+
+    def count(self, mode: str, agent: str) -> int:
+        return self.modes[mode].agents.get(agent, 1)  # type: ignore[index]
+
+    def instances(self, mode: str, agent: str) -> list[str]:
+        """Instance names of ``agent`` in ``mode``: the name itself, or name-1..name-N when N > 1."""
+        n = self.count(mode, agent)
+        return [agent] if n == 1 else [f"{agent}-{i}" for i in range(1, n + 1)]
+
+    def max_instances(self, agent: str) -> list[str]:
+        """Every instance name any mode uses (the actor pool a team needs)."""
+        names: list[str] = []
+        for mode in MODES:
+            for inst in self.instances(mode, agent):
+                if inst not in names:
+                    names.append(inst)
+        return names
+
+
+class RouterRule(_Model):
+    team: str = Field(description="Team chosen when a keyword matches.")
+    keywords: list[str] = Field(min_length=1, description="Case-insensitive whole-word phrases.")
+
+
+class RouterConfig(_Model):
+    default: str = Field(description="Team used when no rule matches.")
+    rules: list[RouterRule] = Field(default_factory=list, description="Checked in order; first match wins.")
+
+
+class ModeConfig(_Model):
+    model_tier: str = Field(description="Model tier (a key of model_tiers.<provider>) used in this mode.")
+    deadline_s: float = Field(gt=0, description="A run in this mode past this many seconds is a TIMEOUT_ERROR.")
+
+
+class RuntimeConfig(_Model):
+    namespace: str = Field(default="orchestra", description="Ray namespace of the named actors.")
+    orchestrator_shards: int = Field(
+        default=1, ge=1, le=64, description="Orchestrator actors; sessions are spread over them by hash."
+    )
+    orchestrator_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per orchestrator.")
+    agent_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per agent actor.")
+    agent_max_concurrency: int = Field(default=4096, ge=1, description="Concurrent turns one agent actor runs.")
+    history_turns: int = Field(
+        default=6, ge=0, le=100, description="Prior session turns given to the agents as context."
+    )
+    history_chars: int = Field(default=4000, ge=0, description="Cap on the characters of session history.")
+    stream_coalesce_s: float = Field(
+        default=0.01, ge=0, description="Token events are sent in chunks at most this old (0 = every token)."
+    )
+    session_ttl_s: float = Field(default=1800.0, gt=0, description="Idle sessions end after this many seconds.")
+    transcripts_kept: int = Field(default=1000, ge=0, description="Finished runs kept for transcript inspection.")
+
+
+class RecordingConfig(_Model):
+    record_path: str | None = Field(
+        default=None, description="Append every completion (any provider) to this JSONL file (env ORCHESTRA_RECORD)."
+    )
+    replay_path: str | None = Field(
+        default=None,
+        description="Answer from this JSONL recording instead of a provider (env ORCHESTRA_REPLAY).",
+    )
+
+    def resolved(self) -> tuple[str | None, str | None]:
+        return (
+            os.environ.get("ORCHESTRA_RECORD") or self.record_path,
+            os.environ.get("ORCHESTRA_REPLAY") or self.replay_path,
+        )
+
+
+class OrchestraConfig(_Model):
+    provider: Literal["auto", "scripted", "openai", "anthropic"] = Field(
+        default="auto",
+        description=(
+            "LLM provider. auto = openai if OPENAI_API_KEY is set, else anthropic if ANTHROPIC_API_KEY is "
+            "set, else the offline scripted provider. Env ORCHESTRA_LLM_PROVIDER overrides."
+        ),
+    )
+    providers: dict[ProviderName, dict[str, Any]] = Field(
+        default_factory=dict, description="Settings per provider (see OpenAISettings, AnthropicSettings...)."
+    )
+    model_tiers: dict[ProviderName, dict[str, str]] = Field(description="Model name per tier, per provider.")
+    modes: dict[Mode, ModeConfig] = Field(description="Default tier and deadline per optimization mode.")
+    router: RouterConfig = Field(description="How a team is chosen when the request names none.")
+    teams: dict[str, TeamConfig] = Field(description="The swarm teams by swarm_type.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="Ray runtime settings.")
+    recording: RecordingConfig = Field(default_factory=RecordingConfig, description="Record/replay of runs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> OrchestraConfig:
+        missing = [m for m in MODES if m not in self.modes]
+        if missing:
+            raise ValueError(f"modes {missing} are not configured")
+        for name in self.teams:
+            if not _NAME.match(name):
+                raise ValueError(f"team name {name!r} must match {_NAME.pattern}")
+        tiers_used = {m.model_tier for m in self.modes.values()}
+        for team in self.teams.values():
+            tiers_used |= {s.model_tier for s in team.modes.values() if s.model_tier}
+            tiers_used |= {a.tier for a in team.agents.values() if a.tier}
+        for provider, tiers in self.model_tiers.items():
+            lacking = sorted(tiers_used - set(tiers))
+            if lacking:
+                raise ValueError(f"model_tiers.{provider} lacks tiers {lacking}")
+        for team in [self.router.default, *(r.team for r in self.router.rules)]:
+            if team not in self.teams:
+                raise ValueError(f"router refers to unknown team {team!r}")
+        for provider in self.providers:
+            self.provider_settings(provider)  # validates the block now, not at first use
+        return self
+
+    # -- resolution ----------------------------------------------------------------------------------
+
+    def provider_settings(self, provider: str) -> ScriptedSettings | OpenAISettings | AnthropicSettings:
+        raw = self.providers.get(provider, {})  # type: ignore[call-overload]
+        cls = {"scripted": ScriptedSettings, "openai": OpenAISettings, "anthropic": AnthropicSettings}[provider]
+        return cls.model_validate(raw)  # type: ignore[no-any-return]
+
+    def resolved_provider(self) -> ProviderName:
+        """The provider in force: env ORCHESTRA_LLM_PROVIDER, else ``provider`` (``auto`` resolved)."""
+        choice = os.environ.get("ORCHESTRA_LLM_PROVIDER") or self.provider
+        if choice == "auto":
+            if os.environ.get("OPENAI_API_KEY"):
+                return "openai"
+            if os.environ.get("ANTHROPIC_API_KEY"):
+                return "anthropic"
+            return "scripted"
+        if choice not in ("scripted", "openai", "anthropic"):
+            raise ConfigError(
+                f"ORCHESTRA_LLM_PROVIDER={choice!r}: expected scripted, openai, anthropic or auto",
+                details={"field": "ORCHESTRA_LLM_PROVIDER", "reason": "unknown provider"},
+            )
+        return choice  # type: ignore[return-value]
+
+    def model_for(self, provider: str, team: str, mode: str, agent: str) -> str:
+        team_cfg = self.teams[team]
+        tier = (
+            team_cfg.agents[agent].tier
+            or team_cfg.modes[mode].model_tier  # type: ignore[index]
+            or self.modes[mode].model_tier  # type: ignore[index]
+        )
+        tiers = self.model_tiers.get(provider)  # type: ignore[call-overload]
+        if not tiers:
+            raise ConfigError(
+                f"model_tiers has no entry for provider {provider!r}",
+                details={"field": f"model_tiers.{provider}", "reason": "missing"},
+            )
+        return str(tiers[tier])
+
+    def deadline_for(self, team: str, mode: str) -> float:
+        return self.teams[team].modes[mode].deadline_s or self.modes[mode].deadline_s  # type: ignore[index]
+
+
+def default_config_path() -> Path:
+    """``ORCHESTRA_CONFIG`` if set, else ``configs/swarms.yaml`` of this checkout."""
+    env = os.environ.get("ORCHESTRA_CONFIG")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "configs" / "swarms.yaml"
+
+
+def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -> OrchestraConfig:
+    """Load and validate the configuration from a YAML path, a dict, or the default path."""
+    if isinstance(source, dict):
+        raw: Any = source
+        origin = "<dict>"
+    else:
+        path = Path(source) if source is not None else default_config_path()
+        origin = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {origin} not found", details={"field": origin}) from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {origin} is not valid YAML: {e}", details={"field": origin}) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {origin} must be a mapping", details={"field": origin})
+    try:
+        return OrchestraConfig.model_validate(raw)
+    except PydanticValidationError as e:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "<root>", "reason": err["msg"]}
+            for err in e.errors(include_url=False)
+        ]
+        first = errors[0]
+        raise ConfigError(
+            f"invalid config {origin}: {first['field']}: {first['reason']}"
+            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+            details={"field": first["field"], "reason": first["reason"], "errors": errors},
+        ) from None

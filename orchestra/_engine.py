@@ -1,0 +1,346 @@
+"""The engine behind an orchestrator: validates, routes, keeps sessions, enforces deadlines and
+cancellation, streams events and keeps transcripts. Ray-free; ``actors.Orchestrator`` is a thin shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from ._agent import EventSink
+from ._config import MODES, OrchestraConfig
+from ._errors import (
+    DeadlineExceededError,
+    InternalError,
+    NotFoundError,
+    OrchestraError,
+    RunCancelledError,
+    ValidationError,
+)
+from ._messages import (
+    ChatMetadata,
+    ChatResult,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunRequest,
+    TeamInfo,
+    Transcript,
+    TranscriptEntry,
+    TurnResult,
+)
+from ._patterns import TeamRun, run_pattern
+from ._router import route
+from ._runtime import AgentRuntime
+from ._sessions import Session, SessionStore, SessionTurn
+
+__all__ = ["Engine", "parse_run_request", "team_infos"]
+
+log = logging.getLogger("orchestra.engine")
+
+
+def parse_run_request(data: dict[str, Any]) -> RunRequest:
+    """Validate a request dict into a RunRequest; errors become ValidationError with spec §3 details."""
+    try:
+        return RunRequest.model_validate(data)
+    except PydanticValidationError as e:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "<body>", "reason": err["msg"]}
+            for err in e.errors(include_url=False)
+        ]
+        first = errors[0]
+        raise ValidationError(
+            f"invalid request: {first['field']}: {first['reason']}",
+            details={"field": first["field"], "reason": first["reason"], "errors": errors},
+        ) from None
+
+
+def team_infos(config: OrchestraConfig, provider: str) -> list[TeamInfo]:
+    infos = []
+    for name, team in config.teams.items():
+        modes: dict[str, dict[str, Any]] = {}
+        for mode in MODES:
+            s = team.modes[mode]
+            modes[mode] = {
+                "agents": {a: team.count(mode, a) for a in team.agents if a in team.flow_agents()},
+                "rounds": s.rounds,
+                "judge": s.judge or team.pattern == "debate",
+                "model": config.model_for(provider, name, mode, team.flow_agents()[0]),
+                "deadline_s": config.deadline_for(name, mode),
+            }
+        infos.append(
+            TeamInfo(
+                swarm_type=name,
+                description=team.description,
+                pattern=team.pattern,
+                agents={a: c.role for a, c in team.agents.items()},
+                modes=modes,
+            )
+        )
+    return infos
+
+
+class Engine:
+    def __init__(self, config: OrchestraConfig, runtime: AgentRuntime, provider: str) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.provider = provider
+        self.sessions = SessionStore(config.runtime.session_ttl_s)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._running: dict[str, tuple[str, asyncio.Task[ChatResult]]] = {}
+        self._cancelled: set[str] = set()
+        self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
+
+    # -- introspection -----------------------------------------------------------------------------
+
+    def teams(self) -> list[TeamInfo]:
+        return team_infos(self.config, self.provider)
+
+    def running(self, tenant: str | None = None) -> list[str]:
+        return [rid for rid, (owner, _) in self._running.items() if tenant is None or owner == tenant]
+
+    def transcript(self, run_id: str, tenant: str) -> Transcript:
+        t = self._transcripts.get(run_id)
+        if t is None or t.tenant != tenant:
+            raise NotFoundError(f"no run {run_id!r}")
+        return t
+
+    def session(self, tenant: str, session_id: str) -> Session:
+        s = self.sessions.get(tenant, session_id)
+        if s is None:
+            raise NotFoundError(f"no session {session_id!r}")
+        return s.model_copy(deep=True)
+
+    def reset_session(self, tenant: str, session_id: str) -> None:
+        if not self.sessions.reset(tenant, session_id):
+            raise NotFoundError(f"no session {session_id!r}")
+
+    def end_session(self, tenant: str, session_id: str) -> Session:
+        s = self.sessions.end(tenant, session_id)
+        if s is None:
+            raise NotFoundError(f"no session {session_id!r}")
+        self._locks.pop((tenant, session_id), None)
+        return s
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str, tenant: str | None = None) -> bool:
+        """Cancel a running run (only the owner's, when ``tenant`` is given). False when not running."""
+        entry = self._running.get(run_id)
+        if entry is None or (tenant is not None and entry[0] != tenant):
+            return False
+        self._cancelled.add(run_id)
+        entry[1].cancel()
+        await self.runtime.cancel_run(run_id)
+        return True
+
+    async def run(self, request: RunRequest, sink: EventSink | None = None, *, stream: bool = False) -> ChatResult:
+        """Run one chat turn to completion. Raises OrchestraError subclasses on failure."""
+        if request.swarm_type is not None and request.swarm_type not in self.config.teams:
+            raise ValidationError(
+                f"unknown swarm_type {request.swarm_type!r}",
+                details={
+                    "field": "swarm_type",
+                    "reason": f"must be one of {sorted(self.config.teams)}",
+                    "errors": [{"field": "swarm_type", "reason": "unknown team"}],
+                },
+            )
+        if request.run_id in self._running:
+            raise ValidationError(
+                f"run {request.run_id!r} is already running",
+                details={"field": "request_id", "reason": "already running"},
+            )
+        task = asyncio.create_task(self._run(request, sink, stream), name=f"run-{request.run_id}")
+        self._running[request.run_id] = (request.tenant, task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled() and request.run_id in self._cancelled:
+                raise RunCancelledError(f"run {request.run_id} was cancelled") from None
+            # Our caller went away: stop the run too so no work is left behind.
+            task.cancel()
+            await self.runtime.cancel_run(request.run_id)
+            raise
+        finally:
+            self._running.pop(request.run_id, None)
+            self._cancelled.discard(request.run_id)
+            self.runtime.forget_run(request.run_id)
+
+    async def _run(self, request: RunRequest, sink: EventSink | None, stream: bool) -> ChatResult:
+        started = time.monotonic()
+        tenant = request.tenant
+        session_id = request.session_id or uuid.uuid4().hex
+        lock = self._locks.setdefault((tenant, session_id), asyncio.Lock())
+        async with lock:  # turns of one session run in order, each seeing the previous
+            existing = self.sessions.get(tenant, session_id)
+            if request.swarm_type is not None:
+                team, execution_mode = request.swarm_type, request.swarm_type
+            elif existing is not None and existing.swarm_type is not None:
+                team, execution_mode = existing.swarm_type, f"session:{existing.swarm_type}"
+            else:
+                team, _reason = route(request.message, self.config.router)
+                execution_mode = f"routed:{team}"
+            mode = request.optimization_mode
+            history = self.sessions.history(
+                tenant, session_id, self.config.runtime.history_turns, self.config.runtime.history_chars
+            )
+            team_run = TeamRun(
+                config=self.config,
+                team_name=team,
+                mode=mode,
+                provider=self.provider,
+                run_id=request.run_id,
+                task=request.message,
+                runtime=self.runtime,
+                history=history,
+                user_context=request.user_context,
+                stream=stream,
+                sink=sink,
+            )
+            deadline = self.config.deadline_for(team, mode)
+            outcome = "failed"
+            error: OrchestraError | None = None
+            try:
+                async with asyncio.timeout(deadline):
+                    response, score = await run_pattern(team_run)
+                outcome = "completed"
+            except TimeoutError:
+                outcome = "timeout"
+                await self.runtime.cancel_run(request.run_id)
+                error = DeadlineExceededError(
+                    f"the {team} run exceeded the {mode} deadline of {deadline:g} s",
+                    details={"swarm_type": team, "optimization_mode": mode, "deadline_s": deadline},
+                )
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            except OrchestraError as e:
+                error = e
+            except Exception:
+                log.exception("run %s failed unexpectedly", request.run_id)
+                error = InternalError("the swarm run failed unexpectedly", details={"run_id": request.run_id})
+            finally:
+                self._keep_transcript(request, session_id, team, outcome, team_run.steps, error)
+            if error is not None:
+                raise error
+            steps = [s.step() for s in team_run.steps]
+            result = ChatResult(
+                response=response.text,
+                session_id=session_id,
+                execution_mode=execution_mode,
+                quality_score=round(score, 4),
+                execution_time=round(time.monotonic() - started, 6),
+                metadata=ChatMetadata(
+                    tokens_used=sum(s.prompt_tokens + s.completion_tokens for s in steps),
+                    model=response.model,
+                    swarm_type=team,
+                    optimization_mode=mode,
+                    processing_steps=steps,
+                ),
+                run_id=request.run_id,
+            )
+            self.sessions.append(
+                tenant,
+                session_id,
+                SessionTurn(
+                    run_id=request.run_id,
+                    message=request.message,
+                    response=result.response,
+                    swarm_type=team,
+                    optimization_mode=mode,
+                    created_at=time.time(),
+                ),
+            )
+            return result
+
+    def _keep_transcript(
+        self,
+        request: RunRequest,
+        session_id: str,
+        team: str,
+        outcome: str,
+        turns: list[TurnResult],
+        error: OrchestraError | None,
+    ) -> None:
+        if self.config.runtime.transcripts_kept == 0:
+            return
+        self._transcripts[request.run_id] = Transcript(
+            run_id=request.run_id,
+            session_id=session_id,
+            tenant=request.tenant,
+            swarm_type=team,
+            optimization_mode=request.optimization_mode,
+            message=request.message,
+            outcome=outcome,  # type: ignore[arg-type]
+            entries=[
+                TranscriptEntry(
+                    agent=t.agent,
+                    role=t.role,
+                    round=t.round,
+                    model=t.model,
+                    text=t.text,
+                    prompt_tokens=t.prompt_tokens,
+                    completion_tokens=t.completion_tokens,
+                    latency_s=t.latency_s,
+                )
+                for t in turns
+            ],
+            error=error.to_dict() if error else None,
+        )
+        while len(self._transcripts) > self.config.runtime.transcripts_kept:
+            self._transcripts.popitem(last=False)
+
+    async def stream_batches(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
+        """The run's events in batches (all that are ready), ending with RunCompleted or RunFailed.
+
+        Batches keep the per-event cost low when events cross a process boundary. Closing the iterator
+        early cancels the run.
+        """
+        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        task = asyncio.create_task(self.run(request, queue.put_nowait, stream=True))
+        done = asyncio.Event()
+        task.add_done_callback(lambda _: done.set())
+        try:
+            while True:
+                if queue.empty():
+                    getter = asyncio.ensure_future(queue.get())
+                    waiter = asyncio.ensure_future(done.wait())
+                    await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if not getter.done():
+                        getter.cancel()
+                        break
+                    batch: list[RunEvent] = [getter.result()]
+                else:
+                    batch = []
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                yield batch
+            tail: list[RunEvent] = []
+            while not queue.empty():
+                tail.append(queue.get_nowait())
+            try:
+                result = task.result()
+                tail.append(RunCompleted(run_id=request.run_id, result=result))
+            except OrchestraError as e:
+                tail.append(RunFailed(run_id=request.run_id, error=e.to_dict()))
+            except asyncio.CancelledError:
+                tail.append(RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict()))
+            yield tail
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def stream(self, request: RunRequest) -> AsyncIterator[RunEvent]:
+        """The run's events one by one, ending with RunCompleted or RunFailed."""
+        async for batch in self.stream_batches(request):
+            for event in batch:
+                yield event

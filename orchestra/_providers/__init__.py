@@ -1,0 +1,49 @@
+"""LLM providers behind one contract (``LLMProvider``).
+
+The SDK-backed providers are imported on first use: the SDKs take about a second to import, and every
+agent actor process would pay it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._base import ChatMessage, Completion, CompletionRequest, LLMProvider, StreamItem, TokenDelta, Usage
+from ._recording import RecordingProvider, ReplayProvider
+from ._retry import RetryPolicy
+from ._scripted import ScriptedProvider
+from ._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
+
+__all__ = [
+    "AnthropicProvider",
+    "AnthropicSettings",
+    "ChatMessage",
+    "Completion",
+    "CompletionRequest",
+    "LLMProvider",
+    "OpenAIProvider",
+    "OpenAISettings",
+    "RecordingProvider",
+    "ReplayProvider",
+    "RetryPolicy",
+    "ScriptedProvider",
+    "ScriptedSettings",
+    "StreamItem",
+    "TokenDelta",
+    "Usage",
+]
+
+if TYPE_CHECKING:
+    from ._anthropic import AnthropicProvider
+    from ._openai import OpenAIProvider
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OpenAIProvider":
+        from ._openai import OpenAIProvider
+
+        return OpenAIProvider
+    if name == "AnthropicProvider":
+        from ._anthropic import AnthropicProvider
+
+        return AnthropicProvider
+    raise AttributeError(name)

@@ -1,0 +1,268 @@
+"""Anthropic's Messages API through the official ``anthropic`` SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic.types import (
+    AssistantMessageParam,
+    MessageParam,
+    UserMessageParam,
+)
+from anthropic.types import (
+    Usage as AnthropicUsage,
+)
+
+from .._errors import (
+    ProviderAuthenticationError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderRequestError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from ._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta, Usage
+from ._retry import parse_retry_after, retry_call, retry_stream
+from ._settings import AnthropicSettings
+
+__all__ = ["AnthropicProvider"]
+
+_PROVIDER = "anthropic"
+_MAX_UPSTREAM_MESSAGE = 500
+# The API wants a conversation that opens with a user turn and has no empty turns.
+_OPENING_TURN = "Begin."
+_CONTINUE_TURN = "Continue."
+# Status a mid-stream ``event: error`` stands for; the HTTP status of that response is already 200.
+_STATUS_BY_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicProvider:
+    """Messages API with our own retries (the SDK's are off so that one policy governs every provider).
+
+    ``CompletionRequest.temperature`` is not sent: the SDK (2.x) no longer has sampling parameters and the
+    API version it speaks (``anthropic-version: 2026-10-21``) answers 400 to any of them.
+    """
+
+    def __init__(
+        self, settings: AnthropicSettings, *, client: anthropic.AsyncAnthropic | None = None
+    ) -> None:
+        self._settings = settings
+        # Resolved even with an injected client: a missing key must fail at start-up, not on the first call.
+        self._api_key = settings.resolved_api_key(_PROVIDER)
+        self._client = client or anthropic.AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,
+            max_retries=0,
+        )
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return _PROVIDER
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        return await retry_call(self._settings.retry, lambda: self._complete_once(request))
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+        return retry_stream(self._settings.retry, self._stream_once, request)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.close()
+
+    async def _complete_once(self, request: CompletionRequest) -> Completion:
+        self._ensure_open(request)
+        try:
+            response = await self._client.messages.create(
+                model=request.model,
+                messages=_to_anthropic_messages(request.messages),
+                max_tokens=request.max_tokens,
+                system=request.system or anthropic.omit,
+            )
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            raise self._translate(exc, request.model) from exc
+        text = "".join(block.text for block in response.content if block.type == "text")
+        return Completion(
+            text=text,
+            model=response.model or request.model,
+            provider=_PROVIDER,
+            usage=Usage(
+                prompt_tokens=_input_tokens(response.usage),
+                completion_tokens=response.usage.output_tokens,
+            ),
+            finish_reason=response.stop_reason,
+        )
+
+    async def _stream_once(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+        self._ensure_open(request)
+        try:
+            stream = await self._client.messages.create(
+                model=request.model,
+                messages=_to_anthropic_messages(request.messages),
+                max_tokens=request.max_tokens,
+                stream=True,
+                system=request.system or anthropic.omit,
+            )
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            raise self._translate(exc, request.model) from exc
+
+        parts: list[str] = []
+        model = request.model
+        stop_reason: str | None = None
+        prompt_tokens = completion_tokens = 0
+        finished = False
+        # ``async with`` closes the HTTP response on every exit: end, error, GeneratorExit or cancellation.
+        async with stream:
+            events = aiter(stream)
+            while True:
+                try:
+                    event = await anext(events)
+                # The SDK's event stream lets transport errors through unwrapped, unlike its requests.
+                except StopAsyncIteration:
+                    break
+                except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+                    raise self._translate(exc, request.model) from exc
+                except json.JSONDecodeError as exc:
+                    raise ProviderUnavailableError(
+                        f"anthropic sent a malformed event stream (model {request.model!r})",
+                        details=_details(None, request.model),
+                    ) from exc
+                if event.type == "message_start":
+                    model = event.message.model or model
+                    prompt_tokens = _input_tokens(event.message.usage)
+                    completion_tokens = event.message.usage.output_tokens
+                elif event.type == "content_block_delta":
+                    if event.delta.type == "text_delta" and event.delta.text:
+                        parts.append(event.delta.text)
+                        yield TokenDelta(text=event.delta.text)
+                elif event.type == "message_delta":
+                    # message_delta usage is cumulative; input_tokens appears there only when it changed.
+                    completion_tokens = event.usage.output_tokens
+                    if event.usage.input_tokens is not None:
+                        prompt_tokens = (
+                            event.usage.input_tokens
+                            + (event.usage.cache_creation_input_tokens or 0)
+                            + (event.usage.cache_read_input_tokens or 0)
+                        )
+                    stop_reason = event.delta.stop_reason or stop_reason
+                elif event.type == "message_stop":
+                    finished = True
+        if not finished:
+            # The connection closed cleanly but early: the answer is truncated, so it is not an answer.
+            raise ProviderUnavailableError(
+                f"anthropic stream ended before message_stop (model {request.model!r})",
+                details=_details(None, request.model),
+            )
+        yield Completion(
+            text="".join(parts),
+            model=model,
+            provider=_PROVIDER,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+            finish_reason=stop_reason,
+        )
+
+    def _ensure_open(self, request: CompletionRequest) -> None:
+        if self._closed:
+            raise ProviderRequestError("anthropic provider is closed", details=_details(None, request.model))
+
+    def _translate(self, exc: anthropic.AnthropicError | httpx2.TransportError, model: str) -> ProviderError:
+        """One SDK exception -> our error tree. Messages name provider, status and model, never the key."""
+        upstream = _redact(_upstream_message(exc), self._api_key)
+        where = f"model {model!r}"
+        if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
+            return ProviderTimeoutError(
+                f"anthropic request timed out after {self._settings.timeout_s:g}s ({where})",
+                details=_details(None, model),
+            )
+        if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
+            return ProviderUnavailableError(
+                f"anthropic is unreachable at {self._client.base_url} ({where}): {upstream}",
+                details=_details(None, model),
+            )
+        if isinstance(exc, anthropic.APIStatusError):
+            mid_stream = exc.status_code < 400
+            status = _STATUS_BY_ERROR_TYPE.get(exc.type or "", 500) if mid_stream else exc.status_code
+            details = _details(status, model)
+            retry_after = parse_retry_after(exc.response.headers)
+            text = f"({where}, {'mid-stream error' if mid_stream else 'HTTP'} {status}): {upstream}"
+            if status in (401, 403):
+                return ProviderAuthenticationError(f"anthropic rejected the API key {text}", details=details)
+            if status == 429:
+                return ProviderRateLimitError(
+                    f"anthropic rate limit {text}", details=details, retry_after=retry_after
+                )
+            if status == 408:
+                return ProviderTimeoutError(f"anthropic request timed out {text}", details=details)
+            # 409 is a transient conflict (the SDK retries it too); 5xx includes 529 overloaded_error.
+            if status == 409 or status >= 500:
+                return ProviderUnavailableError(
+                    f"anthropic is unavailable {text}", details=details, retry_after=retry_after
+                )
+            return ProviderRequestError(f"anthropic refused the request {text}", details=details)
+        return ProviderRequestError(
+            f"anthropic client error ({where}): {upstream}", details=_details(None, model)
+        )
+
+
+def _to_anthropic_messages(messages: tuple[ChatMessage, ...]) -> list[MessageParam]:
+    """Turns without the system prompt (sent apart), without empty turns, opening with a user turn."""
+    turns = [m for m in messages if m.role != "system" and m.content.strip()]
+    out: list[MessageParam] = []
+    if not turns:
+        out.append(UserMessageParam(role="user", content=_OPENING_TURN))
+    elif turns[0].role == "assistant":
+        out.append(UserMessageParam(role="user", content=_CONTINUE_TURN))
+    for turn in turns:
+        # Consecutive same-role turns are fine: the API merges them into one turn.
+        if turn.role == "user":
+            out.append(UserMessageParam(role="user", content=turn.content))
+        else:
+            out.append(AssistantMessageParam(role="assistant", content=turn.content))
+    return out
+
+
+def _input_tokens(usage: AnthropicUsage) -> int:
+    # Cached prompt tokens are counted apart from input_tokens; the prompt is their sum.
+    return (
+        usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+    )
+
+
+def _details(status: int | None, model: str) -> dict[str, Any]:
+    return {"provider": _PROVIDER, "status": status, "model": model}
+
+
+def _upstream_message(exc: anthropic.AnthropicError | httpx2.TransportError) -> str:
+    """The server's own explanation when it sent one (``error.message``), else the SDK's text."""
+    if isinstance(exc, anthropic.APIStatusError) and exc.api_message:
+        return exc.api_message
+    if isinstance(exc, anthropic.APIError):
+        return exc.message
+    return str(exc) or type(exc).__name__
+
+
+def _redact(text: str, secret: str) -> str:
+    # Upstreams sometimes echo the key (or part of it) back in a 401 message.
+    if secret:
+        text = text.replace(secret, "***")
+    if len(text) > _MAX_UPSTREAM_MESSAGE:
+        text = text[:_MAX_UPSTREAM_MESSAGE] + "..."
+    return text

@@ -1,0 +1,222 @@
+"""OpenAI (and any OpenAI-compatible server: vLLM, Ollama, llama.cpp) through the official ``openai`` SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionMessageParam,
+    ChatCompletionSystemMessageParam,
+    ChatCompletionUserMessageParam,
+)
+
+from .._errors import (
+    ProviderAuthenticationError,
+    ProviderError,
+    ProviderRateLimitError,
+    ProviderRequestError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from ._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta, Usage
+from ._retry import parse_retry_after, retry_call, retry_stream
+from ._settings import OpenAISettings
+
+__all__ = ["OpenAIProvider"]
+
+_PROVIDER = "openai"
+_MAX_UPSTREAM_MESSAGE = 500
+
+
+class OpenAIProvider:
+    """Chat Completions with our own retries (the SDK's are off so that one policy governs every provider)."""
+
+    def __init__(self, settings: OpenAISettings, *, client: openai.AsyncOpenAI | None = None) -> None:
+        self._settings = settings
+        # Resolved even with an injected client: a missing key must fail at start-up, not on the first call.
+        self._api_key = settings.resolved_api_key(_PROVIDER)
+        self._client = client or openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,
+            max_retries=0,
+            organization=settings.organization,
+        )
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return _PROVIDER
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        return await retry_call(self._settings.retry, lambda: self._complete_once(request))
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+        return retry_stream(self._settings.retry, self._stream_once, request)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.close()
+
+    async def _complete_once(self, request: CompletionRequest) -> Completion:
+        self._ensure_open(request)
+        try:
+            response = await self._client.chat.completions.create(
+                model=request.model,
+                messages=_to_openai_messages(request.messages),
+                # max_tokens, not max_completion_tokens: OpenAI-compatible servers (vLLM, Ollama) accept it.
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+            )
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, request.model) from exc
+        choice = response.choices[0] if response.choices else None
+        usage = response.usage
+        return Completion(
+            text=(choice.message.content or "") if choice is not None else "",
+            model=response.model or request.model,
+            provider=_PROVIDER,
+            usage=Usage(
+                prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+                completion_tokens=usage.completion_tokens if usage is not None else 0,
+            ),
+            finish_reason=choice.finish_reason if choice is not None else None,
+        )
+
+    async def _stream_once(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+        self._ensure_open(request)
+        try:
+            stream = await self._client.chat.completions.create(
+                model=request.model,
+                messages=_to_openai_messages(request.messages),
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        except openai.OpenAIError as exc:
+            raise self._translate(exc, request.model) from exc
+
+        parts: list[str] = []
+        model = request.model
+        finish_reason: str | None = None
+        usage = Usage()
+        # ``async with`` closes the HTTP response on every exit: end, error, GeneratorExit or cancellation.
+        async with stream:
+            chunks = aiter(stream)
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except openai.OpenAIError as exc:
+                    raise self._translate(exc, request.model) from exc
+                except json.JSONDecodeError as exc:
+                    raise ProviderUnavailableError(
+                        f"openai sent a malformed event stream (model {request.model!r})",
+                        details={"provider": _PROVIDER, "status": None, "model": request.model},
+                    ) from exc
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    # The usage chunk (choices == []) comes last; servers that repeat it keep it cumulative.
+                    usage = Usage(
+                        prompt_tokens=chunk.usage.prompt_tokens,
+                        completion_tokens=chunk.usage.completion_tokens,
+                    )
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    if choice.finish_reason is not None:
+                        finish_reason = choice.finish_reason
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        yield TokenDelta(text=choice.delta.content)
+        yield Completion(
+            text="".join(parts), model=model, provider=_PROVIDER, usage=usage, finish_reason=finish_reason
+        )
+
+    def _ensure_open(self, request: CompletionRequest) -> None:
+        if self._closed:
+            raise ProviderRequestError(
+                "openai provider is closed",
+                details={"provider": _PROVIDER, "status": None, "model": request.model},
+            )
+
+    def _translate(self, exc: openai.OpenAIError, model: str) -> ProviderError:
+        """One SDK exception -> our error tree. Messages name provider, status and model, never the key."""
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        details: dict[str, Any] = {"provider": _PROVIDER, "status": status, "model": model}
+        upstream = _redact(_upstream_message(exc), self._api_key)
+        where = f"model {model!r}"
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderTimeoutError(
+                f"openai request timed out after {self._settings.timeout_s:g}s ({where})", details=details
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderUnavailableError(
+                f"openai is unreachable at {self._client.base_url} ({where}): {upstream}", details=details
+            )
+        if isinstance(exc, openai.APIStatusError):
+            retry_after = parse_retry_after(exc.response.headers)
+            text = f"({where}, HTTP {status}): {upstream}"
+            if status in (401, 403):
+                return ProviderAuthenticationError(f"openai rejected the API key {text}", details=details)
+            if status == 429:
+                return ProviderRateLimitError(
+                    f"openai rate limit {text}", details=details, retry_after=retry_after
+                )
+            if status == 408:
+                return ProviderTimeoutError(f"openai request timed out {text}", details=details)
+            # 409 is a transient lock conflict upstream (the SDK retries it too); 5xx includes 529 overloaded.
+            if status == 409 or (status is not None and status >= 500):
+                return ProviderUnavailableError(
+                    f"openai is unavailable {text}", details=details, retry_after=retry_after
+                )
+            return ProviderRequestError(f"openai refused the request {text}", details=details)
+        if isinstance(exc, openai.APIError):
+            # An ``error`` object sent inside a 200 event stream: the server failed mid-answer.
+            return ProviderUnavailableError(
+                f"openai failed mid-stream ({where}): {upstream}", details=details
+            )
+        return ProviderRequestError(f"openai client error ({where}): {upstream}", details=details)
+
+
+def _to_openai_messages(messages: tuple[ChatMessage, ...]) -> list[ChatCompletionMessageParam]:
+    out: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        if message.role == "system":
+            out.append(ChatCompletionSystemMessageParam(role="system", content=message.content))
+        elif message.role == "user":
+            out.append(ChatCompletionUserMessageParam(role="user", content=message.content))
+        else:
+            out.append(ChatCompletionAssistantMessageParam(role="assistant", content=message.content))
+    return out
+
+
+def _upstream_message(exc: openai.OpenAIError) -> str:
+    """The server's own explanation when it sent one (``error.message``), else the SDK's text."""
+    if isinstance(exc, openai.APIError):
+        body = exc.body
+        if isinstance(body, dict):
+            message = body.get("message")
+            if isinstance(message, str) and message:
+                return message
+        elif isinstance(body, str) and body:
+            return body
+        return exc.message
+    return str(exc) or type(exc).__name__
+
+
+def _redact(text: str, secret: str) -> str:
+    # Upstreams sometimes echo the key (or part of it) back in a 401 message.
+    if secret:
+        text = text.replace(secret, "***")
+    if len(text) > _MAX_UPSTREAM_MESSAGE:
+        text = text[:_MAX_UPSTREAM_MESSAGE] + "..."
+    return text
