@@ -182,7 +182,7 @@ class OpenAIProvider:
         if isinstance(exc, openai.APIError):
             # An ``error`` object sent inside a 200 event stream: the server failed mid-answer.
             return ProviderUnavailableError(
-                f"openai failed mid-stream ({where}): {upstream}", details=details
+                f"openai failed mid-stream or answered invalidly ({where}): {upstream}", details=details
             )
         return ProviderRequestError(f"openai client error ({where}): {upstream}", details=details)
 

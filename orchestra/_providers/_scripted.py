@@ -24,6 +24,7 @@ __all__ = ["SCRIPTED_PREFIX", "ScriptedProvider", "count_tokens", "scripted_text
 SCRIPTED_PREFIX = "scripted/"
 
 _WORDS = re.compile(r"\S+")
+_TOKENS = re.compile(r"\s*\S+\s*")
 
 
 def count_tokens(text: str) -> int:
@@ -161,9 +162,8 @@ class ScriptedProvider:
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
         text = scripted_text(request, self._settings)
         s = self._settings
-        tokens = [m.group(0) + " " for m in _WORDS.finditer(text)]
-        if tokens:
-            tokens[-1] = tokens[-1].rstrip()
+        # Each token carries the whitespace after it, so the deltas join back to the exact text.
+        tokens = _TOKENS.findall(text)
         start = time.monotonic()
         await asyncio.sleep(s.latency_s)
         for i, token in enumerate(tokens):

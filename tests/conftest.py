@@ -1,0 +1,29 @@
+"""Shared fixtures. Unit tests never start Ray; integration tests share one Ray for the session."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tests must never reach a real provider because a developer has a key in the environment.
+os.environ["ORCHESTRA_LLM_PROVIDER"] = "scripted"
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def raw_config() -> dict[str, Any]:
+    """The shipped configs/swarms.yaml as a dict (copy before changing)."""
+    return yaml.safe_load((ROOT / "configs" / "swarms.yaml").read_text())
+
+
+def fast_raw_config(raw: dict[str, Any], latency_s: float = 0.0, tokens_per_s: float = 0.0) -> dict[str, Any]:
+    cfg = copy.deepcopy(raw)
+    cfg["providers"]["scripted"].update({"latency_s": latency_s, "tokens_per_s": tokens_per_s})
+    return cfg

@@ -1,0 +1,221 @@
+"""Engine behaviour: validation, routing, sessions, tenancy, deadlines, cancellation, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+import orchestra
+from orchestra import (
+    DeadlineExceededError,
+    NotFoundError,
+    RunCancelledError,
+    RunCompleted,
+    RunFailed,
+    RunRequest,
+    TokenEvent,
+    TurnEnd,
+    TurnStart,
+    ValidationError,
+)
+from orchestra._providers import ScriptedSettings
+
+from ..conftest import fast_raw_config
+from .conftest import make_engine
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"message": ""}, "message"),
+        ({"message": "x" * 32_001}, "message"),
+        ({"message": "hi", "session_id": "bad id!"}, "session_id"),
+        ({"message": "hi", "session_id": "x" * 129}, "session_id"),
+        ({"message": "hi", "optimization_mode": "turbo"}, "optimization_mode"),
+        ({"message": "hi", "surprise": 1}, "surprise"),
+        ({"message": "hi", "user_context": {"blob": "x" * 17_000}}, "user_context"),
+        ({}, "message"),
+    ],
+)
+def test_bad_requests_name_the_field(fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        orchestra.parse_run_request(fields)
+    assert info.value.details["field"] == field
+    assert info.value.details["errors"] and info.value.http_status == 400
+
+
+async def test_unknown_swarm_type_is_a_validation_error(fast_config: orchestra.OrchestraConfig) -> None:
+    engine, _ = make_engine(fast_config)
+    with pytest.raises(ValidationError) as info:
+        await engine.run(RunRequest(message="hi", swarm_type="dance-team"))
+    assert info.value.details["field"] == "swarm_type"
+
+
+@pytest.mark.parametrize(
+    ("message", "team"),
+    [
+        ("Write a Python function to parse dates", "coding-team"),
+        ("Debate the pros and cons of two caching designs", "coding-debate"),
+        ("Write a poem about autumn", "creative-team"),
+        ("What caused the fall of Rome?", "research-team"),
+    ],
+)
+async def test_router_picks_a_team_and_says_so(
+    fast_config: orchestra.OrchestraConfig, message: str, team: str
+) -> None:
+    engine, _ = make_engine(fast_config)
+    result = await engine.run(RunRequest(message=message, optimization_mode="lite"))
+    assert result.metadata.swarm_type == team
+    assert result.execution_mode == f"routed:{team}"
+
+
+async def test_session_history_reaches_the_agents_and_keeps_the_team(
+    fast_config: orchestra.OrchestraConfig,
+) -> None:
+    engine, spy = make_engine(fast_config)
+    first = await engine.run(RunRequest(message="Write a poem about the sea", optimization_mode="lite"))
+    spy.requests.clear()
+    second = await engine.run(
+        RunRequest(message="Now make it shorter", session_id=first.session_id, optimization_mode="lite")
+    )
+    assert second.session_id == first.session_id
+    assert second.execution_mode == "session:creative-team"
+    for request in spy.requests:  # every agent sees the previous turn as prior conversation
+        assert request.messages[1].content == "Write a poem about the sea"
+        assert request.messages[2].content == first.response
+    session = engine.session("local", first.session_id)
+    assert [t.message for t in session.turns] == ["Write a poem about the sea", "Now make it shorter"]
+
+
+async def test_history_is_bounded(raw_config: dict[str, Any]) -> None:
+    raw = fast_raw_config(raw_config)
+    raw["runtime"] = {**raw["runtime"], "history_turns": 2}
+    engine, spy = make_engine(orchestra.load_config(raw))
+    sid = "bounded"
+    for i in range(5):
+        await engine.run(RunRequest(message=f"turn {i}", session_id=sid, swarm_type="research-team",
+                                    optimization_mode="lite"))
+    last = spy.requests[-1]
+    users = [m.content for m in last.messages if m.role == "user"]
+    assert users[:-1] == ["turn 2", "turn 3"]
+
+
+async def test_tenants_never_see_each_other(fast_config: orchestra.OrchestraConfig) -> None:
+    engine, _ = make_engine(fast_config)
+    mine = await engine.run(RunRequest(message="secret plan", session_id="shared-id", tenant="alice",
+                                       optimization_mode="lite"))
+    with pytest.raises(NotFoundError):
+        engine.session("bob", "shared-id")
+    with pytest.raises(NotFoundError):
+        engine.transcript(mine.run_id, "bob")
+    # bob using the same session id gets his own, empty session
+    theirs = await engine.run(RunRequest(message="hello", session_id="shared-id", tenant="bob",
+                                         optimization_mode="lite"))
+    assert engine.session("bob", "shared-id").turns[0].message == "hello"
+    assert len(engine.session("alice", "shared-id").turns) == 1
+    assert theirs.session_id == mine.session_id
+    assert not await engine.cancel(mine.run_id, "bob")
+
+
+async def test_deadline_gives_timeout_error(raw_config: dict[str, Any]) -> None:
+    raw = fast_raw_config(raw_config)
+    raw["teams"]["coding-debate"]["modes"]["lite"]["deadline_s"] = 0.2
+    engine, _ = make_engine(orchestra.load_config(raw), ScriptedSettings(latency_s=0.5, tokens_per_s=0))
+    with pytest.raises(DeadlineExceededError) as info:
+        await engine.run(RunRequest(message="slow", swarm_type="coding-debate", optimization_mode="lite"))
+    assert info.value.code == "TIMEOUT_ERROR" and info.value.details["deadline_s"] == 0.2
+    assert engine.running() == []
+
+
+async def test_cancel_stops_a_run(fast_config: orchestra.OrchestraConfig) -> None:
+    engine, spy = make_engine(fast_config, ScriptedSettings(latency_s=0.3, tokens_per_s=0))
+    request = RunRequest(message="long", swarm_type="coding-debate", optimization_mode="quality")
+    task = asyncio.create_task(engine.run(request))
+    await asyncio.sleep(0.1)
+    assert engine.running() == [request.run_id]
+    assert await engine.cancel(request.run_id)
+    with pytest.raises(RunCancelledError):
+        await task
+    calls = len(spy.requests)
+    await asyncio.sleep(0.4)
+    assert len(spy.requests) == calls  # nothing more was asked of the model
+    assert engine.transcript(request.run_id, "local").outcome == "cancelled"
+    assert not await engine.cancel(request.run_id)
+
+
+async def test_stream_events_are_ordered_per_agent(fast_config: orchestra.OrchestraConfig) -> None:
+    engine, _ = make_engine(fast_config, ScriptedSettings(latency_s=0.01, tokens_per_s=2000))
+    events = [e async for e in engine.stream(RunRequest(message="debate it", swarm_type="coding-debate",
+                                                        optimization_mode="balanced"))]
+    final = events[-1]
+    assert isinstance(final, RunCompleted)
+    result = final.result
+    texts: dict[tuple[str, int], str] = {}
+    state: dict[tuple[str, int], str] = {}
+    for e in events[:-1]:
+        assert isinstance(e, TurnStart | TokenEvent | TurnEnd)
+        key = (e.agent, e.round)
+        if isinstance(e, TurnStart):
+            assert key not in state
+            state[key] = "open"
+        elif isinstance(e, TokenEvent):
+            assert state[key] == "open"
+            texts[key] = texts.get(key, "") + e.token
+        else:
+            assert state[key] == "open"
+            state[key] = "closed"
+    assert set(state.values()) == {"closed"} and len(state) == len(result.metadata.processing_steps)
+    transcript = engine.transcript(result.run_id, "local")
+    for entry in transcript.entries:
+        assert texts[(entry.agent, entry.round)] == entry.text
+    assert texts[("judge", 3)] == result.response
+
+
+async def test_stream_reports_failure_as_last_event(raw_config: dict[str, Any]) -> None:
+    raw = copy.deepcopy(fast_raw_config(raw_config))
+    raw["teams"]["creative-team"]["modes"]["lite"]["deadline_s"] = 0.05
+    engine, _ = make_engine(orchestra.load_config(raw), ScriptedSettings(latency_s=0.2, tokens_per_s=0))
+    events = [e async for e in engine.stream(RunRequest(message="x", swarm_type="creative-team",
+                                                        optimization_mode="lite"))]
+    assert isinstance(events[-1], RunFailed) and events[-1].error["code"] == "TIMEOUT_ERROR"
+
+
+async def test_coalescing_batches_tokens_without_losing_any(fast_config: orchestra.OrchestraConfig) -> None:
+    spy_settings = ScriptedSettings(latency_s=0.0, tokens_per_s=1000, completion_tokens=60)
+    coalesced, _ = make_engine(fast_config, spy_settings)
+    coalesced.runtime._coalesce_s = 0.02  # type: ignore[attr-defined]
+    events = [e async for e in coalesced.stream(RunRequest(message="x", swarm_type="research-team",
+                                                           optimization_mode="lite"))]
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    final = events[-1]
+    assert isinstance(final, RunCompleted)
+    completion_tokens = sum(s.completion_tokens for s in final.result.metadata.processing_steps)
+    assert len(tokens) < completion_tokens / 3  # many tokens travel per event
+    assert sum(len(t.token.split()) for t in tokens) == completion_tokens
+
+
+async def test_closing_a_stream_early_cancels_the_run(fast_config: orchestra.OrchestraConfig) -> None:
+    engine, _ = make_engine(fast_config, ScriptedSettings(latency_s=0.05, tokens_per_s=200))
+    stream = engine.stream(RunRequest(message="x", swarm_type="coding-debate", optimization_mode="quality"))
+    async for event in stream:
+        if isinstance(event, TokenEvent):
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    await asyncio.sleep(0.05)
+    assert engine.running() == []
+
+
+def test_session_store_expiry_and_reset() -> None:
+    now = [1000.0]
+    store = orchestra.SessionStore(ttl_s=60, clock=lambda: now[0])
+    store.get_or_create("t", "a")
+    now[0] += 30
+    store.get_or_create("t", "b")
+    now[0] += 40
+    ended = store.expire()
+    assert [s.session_id for s in ended] == ["a"]
+    assert store.get("t", "a") is None and store.get("t", "b") is not None
+    assert store.reset("t", "b") and not store.reset("t", "a")
