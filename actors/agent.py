@@ -34,6 +34,7 @@ class AgentActor:
         self._coalesce_s = config.runtime.stream_coalesce_s
         self._tasks: dict[str, set[asyncio.Task[TurnResult]]] = {}
         self._turns = 0
+        self._calls = 0
 
     def _track(self, request: TurnRequest, task: asyncio.Task[TurnResult]) -> None:
         tasks = self._tasks.setdefault(request.run_id, set())
@@ -48,6 +49,7 @@ class AgentActor:
 
     async def handle(self, requests: list[TurnRequest]) -> list[TurnResult | OrchestraError]:
         """Run a batch of turns concurrently (one actor call for many sessions' turns)."""
+        self._calls += 1
         tasks = []
         for request in requests:
             task = asyncio.ensure_future(self._agent.run_turn(request))
@@ -61,15 +63,22 @@ class AgentActor:
             elif isinstance(result, asyncio.CancelledError):
                 out.append(OrchestraError("turn cancelled"))
             else:
-                out.append(InternalError("an agent turn failed unexpectedly", details={"agent": self._agent.name}))
+                out.append(
+                    InternalError("an agent turn failed unexpectedly", details={"agent": self._agent.name})
+                )
         return out
 
-    async def stream(self, request: TurnRequest) -> AsyncIterator[list[RunEvent] | TurnResult | OrchestraError]:
+    async def stream(
+        self, request: TurnRequest
+    ) -> AsyncIterator[list[RunEvent] | TurnResult | OrchestraError]:
         """Run one turn, yielding its events in batches as they come, then the TurnResult."""
         queue: asyncio.Queue[RunEvent] = asyncio.Queue()
-        task = asyncio.ensure_future(self._agent.run_turn(request, queue.put_nowait, coalesce_s=self._coalesce_s))
+        task = asyncio.ensure_future(
+            self._agent.run_turn(request, queue.put_nowait, coalesce_s=self._coalesce_s)
+        )
         self._track(request, task)
         self._turns += 1
+        self._calls += 1
         try:
             while not task.done() or not queue.empty():
                 if queue.empty():
@@ -88,8 +97,12 @@ class AgentActor:
             if error is None:
                 yield task.result()
             else:  # errors travel as values: Ray would wrap a raised one in RayTaskError
-                yield error if isinstance(error, OrchestraError) else InternalError(
-                    "an agent turn failed unexpectedly", details={"agent": self._agent.name}
+                yield (
+                    error
+                    if isinstance(error, OrchestraError)
+                    else InternalError(
+                        "an agent turn failed unexpectedly", details={"agent": self._agent.name}
+                    )
                 )
         finally:
             if not task.done():
@@ -112,5 +125,6 @@ class AgentActor:
             "pid": os.getpid(),
             "provider": self._agent.provider.name,
             "turns": self._turns,
+            "calls": self._calls,
             "running_runs": len(self._tasks),
         }

@@ -253,7 +253,7 @@ def connect(
                 num_cpus=cfg.runtime.orchestrator_num_cpus,
                 max_concurrency=cfg.runtime.agent_max_concurrency,
                 runtime_env={"env_vars": env},
-            ).remote(cfg, i, env)
+            ).remote(cfg, i, env, ns)
         )
     ray.get([h.info.remote() for h in handles])  # surfaces a start-up error (bad provider config) now
     return OrchestraHandle(cfg, handles, tenant)

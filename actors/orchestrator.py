@@ -17,13 +17,13 @@ import ray
 from orchestra import (
     ChatResult,
     Engine,
+    NotFoundError,
     OrchestraConfig,
     RunEvent,
     RunRequest,
     Session,
     TeamInfo,
     Transcript,
-    NotFoundError,
     make_provider,
 )
 
@@ -45,8 +45,9 @@ def agent_actor_name(shard: int, team: str, instance: str) -> str:
 
 @ray.remote
 class Orchestrator:
-    def __init__(self, config: OrchestraConfig, shard: int, env: dict[str, str]) -> None:
+    def __init__(self, config: OrchestraConfig, shard: int, env: dict[str, str], namespace: str) -> None:
         self._config = config
+        self._namespace = namespace
         self._shard = shard
         self._env = env
         provider = make_provider(config)  # fail here, at start-up, on a bad provider config
@@ -59,7 +60,7 @@ class Orchestrator:
         rt = self._config.runtime
         return AgentActor.options(  # type: ignore[attr-defined]
             name=agent_actor_name(self._shard, team, instance),
-            namespace=rt.namespace,
+            namespace=self._namespace,
             get_if_exists=True,
             num_cpus=rt.agent_num_cpus,
             max_concurrency=rt.agent_max_concurrency,

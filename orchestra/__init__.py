@@ -42,6 +42,7 @@ from ._errors import (
     ValidationError,
     error_from_dict,
 )
+from ._factory import make_provider
 from ._messages import (
     ChatMetadata,
     ChatResult,
@@ -62,7 +63,6 @@ from ._messages import (
     TurnStart,
 )
 from ._patterns import PATTERNS, TeamRun, parse_score, parse_verdict, run_pattern
-from ._factory import make_provider
 from ._providers import LLMProvider
 from ._router import route
 from ._runtime import AgentRuntime, LocalRuntime

@@ -88,7 +88,12 @@ class Agent:
             messages=build_messages(self.config, request),
             max_tokens=self.config.max_tokens,
             temperature=self.config.temperature,
-            metadata={"role": request.role, "agent": request.agent, "round": request.round, "team": request.team},
+            metadata={
+                "role": request.role,
+                "agent": request.agent,
+                "round": request.round,
+                "team": request.team,
+            },
         )
 
     async def run_turn(

@@ -47,7 +47,10 @@ def _print_event(event: RunEvent, state: dict[str, Any]) -> None:
         print(event.token, end="", flush=True)
     elif isinstance(event, TurnEnd):
         s = event.step
-        print(f"\n   ↳ {event.agent}: {s.completion_tokens} tokens in {s.latency_s:.2f}s ({s.model})", flush=True)
+        print(
+            f"\n   ↳ {event.agent}: {s.completion_tokens} tokens in {s.latency_s:.2f}s ({s.model})",
+            flush=True,
+        )
         state["current"] = None
 
 
@@ -136,12 +139,16 @@ def main(argv: list[str] | None = None) -> int:
             for info in team_infos(cfg, cfg.resolved_provider()):
                 print(f"{info.swarm_type:15} {info.pattern:15} {info.description}")
                 for mode, s in info.modes.items():
-                    print(f"    {mode:9} agents={s['agents']} rounds={s['rounds']} judge={s['judge']} "
-                          f"model={s['model']} deadline={s['deadline_s']:g}s")
+                    print(
+                        f"    {mode:9} agents={s['agents']} rounds={s['rounds']} judge={s['judge']} "
+                        f"model={s['model']} deadline={s['deadline_s']:g}s"
+                    )
             return 0
         provider = load_config(args.config).resolved_provider()
         if provider == "scripted":
-            print("LLM provider: scripted (offline deterministic stand-in, not a real model)", file=sys.stderr)
+            print(
+                "LLM provider: scripted (offline deterministic stand-in, not a real model)", file=sys.stderr
+            )
         return asyncio.run(_run_local(args) if args.local else _run_ray(args))
     except OrchestraError as e:
         print(f"error {e.code}: {e.message}", file=sys.stderr)

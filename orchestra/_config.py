@@ -45,9 +45,13 @@ class _Model(BaseModel):
 
 
 class AgentConfig(_Model):
-    role: str = Field(description="Role label (planner, coder, reviewer, debater, judge, ...); shapes behaviour.")
+    role: str = Field(
+        description="Role label (planner, coder, reviewer, debater, judge, ...); shapes behaviour."
+    )
     system_prompt: str = Field(min_length=1, description="System prompt given to the model for this agent.")
-    tier: str | None = Field(default=None, description="Model tier for this agent regardless of mode, if set.")
+    tier: str | None = Field(
+        default=None, description="Model tier for this agent regardless of mode, if set."
+    )
     max_tokens: int = Field(default=1024, ge=1, le=32768, description="Completion token cap per turn.")
     temperature: float = Field(default=0.2, ge=0.0, le=2.0, description="Sampling temperature.")
 
@@ -161,7 +165,9 @@ class RouterConfig(_Model):
 
 class ModeConfig(_Model):
     model_tier: str = Field(description="Model tier (a key of model_tiers.<provider>) used in this mode.")
-    deadline_s: float = Field(gt=0, description="A run in this mode past this many seconds is a TIMEOUT_ERROR.")
+    deadline_s: float = Field(
+        gt=0, description="A run in this mode past this many seconds is a TIMEOUT_ERROR."
+    )
 
 
 class RuntimeConfig(_Model):
@@ -171,7 +177,15 @@ class RuntimeConfig(_Model):
     )
     orchestrator_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per orchestrator.")
     agent_num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per agent actor.")
-    agent_max_concurrency: int = Field(default=4096, ge=1, description="Concurrent turns one agent actor runs.")
+    agent_max_concurrency: int = Field(
+        default=4096, ge=1, description="Concurrent turns one agent actor runs."
+    )
+    batch_window_s: float = Field(
+        default=0.001,
+        ge=0,
+        le=0.1,
+        description="Turns for one agent actor sent within this window share one actor call (0 = same tick).",
+    )
     history_turns: int = Field(
         default=6, ge=0, le=100, description="Prior session turns given to the agents as context."
     )
@@ -179,13 +193,18 @@ class RuntimeConfig(_Model):
     stream_coalesce_s: float = Field(
         default=0.01, ge=0, description="Token events are sent in chunks at most this old (0 = every token)."
     )
-    session_ttl_s: float = Field(default=1800.0, gt=0, description="Idle sessions end after this many seconds.")
-    transcripts_kept: int = Field(default=1000, ge=0, description="Finished runs kept for transcript inspection.")
+    session_ttl_s: float = Field(
+        default=1800.0, gt=0, description="Idle sessions end after this many seconds."
+    )
+    transcripts_kept: int = Field(
+        default=1000, ge=0, description="Finished runs kept for transcript inspection."
+    )
 
 
 class RecordingConfig(_Model):
     record_path: str | None = Field(
-        default=None, description="Append every completion (any provider) to this JSONL file (env ORCHESTRA_RECORD)."
+        default=None,
+        description="Append every completion (any provider) to this JSONL file (env ORCHESTRA_RECORD).",
     )
     replay_path: str | None = Field(
         default=None,
@@ -233,9 +252,9 @@ class OrchestraConfig(_Model):
             lacking = sorted(tiers_used - set(tiers))
             if lacking:
                 raise ValueError(f"model_tiers.{provider} lacks tiers {lacking}")
-        for team in [self.router.default, *(r.team for r in self.router.rules)]:
-            if team not in self.teams:
-                raise ValueError(f"router refers to unknown team {team!r}")
+        for routed in [self.router.default, *(r.team for r in self.router.rules)]:
+            if routed not in self.teams:
+                raise ValueError(f"router refers to unknown team {routed!r}")
         for provider in self.providers:
             self.provider_settings(provider)  # validates the block now, not at first use
         return self
@@ -244,8 +263,11 @@ class OrchestraConfig(_Model):
 
     def provider_settings(self, provider: str) -> ScriptedSettings | OpenAISettings | AnthropicSettings:
         raw = self.providers.get(provider, {})  # type: ignore[call-overload]
-        cls = {"scripted": ScriptedSettings, "openai": OpenAISettings, "anthropic": AnthropicSettings}[provider]
-        return cls.model_validate(raw)  # type: ignore[no-any-return]
+        if provider == "openai":
+            return OpenAISettings.model_validate(raw)
+        if provider == "anthropic":
+            return AnthropicSettings.model_validate(raw)
+        return ScriptedSettings.model_validate(raw)
 
     def resolved_provider(self) -> ProviderName:
         """The provider in force: env ORCHESTRA_LLM_PROVIDER, else ``provider`` (``auto`` resolved)."""
@@ -303,7 +325,9 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
         except FileNotFoundError:
             raise ConfigError(f"config file {origin} not found", details={"field": origin}) from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {origin} is not valid YAML: {e}", details={"field": origin}) from None
+            raise ConfigError(
+                f"config file {origin} is not valid YAML: {e}", details={"field": origin}
+            ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {origin} must be a mapping", details={"field": origin})
     try:

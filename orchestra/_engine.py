@@ -10,7 +10,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError as PydanticValidationError
 
@@ -44,6 +44,8 @@ from ._sessions import Session, SessionStore, SessionTurn
 __all__ = ["Engine", "parse_run_request", "team_infos"]
 
 log = logging.getLogger("orchestra.engine")
+
+Outcome = Literal["completed", "failed", "cancelled", "timeout", "running"]
 
 
 def parse_run_request(data: dict[str, Any]) -> RunRequest:
@@ -141,7 +143,9 @@ class Engine:
         await self.runtime.cancel_run(run_id)
         return True
 
-    async def run(self, request: RunRequest, sink: EventSink | None = None, *, stream: bool = False) -> ChatResult:
+    async def run(
+        self, request: RunRequest, sink: EventSink | None = None, *, stream: bool = False
+    ) -> ChatResult:
         """Run one chat turn to completion. Raises OrchestraError subclasses on failure."""
         if request.swarm_type is not None and request.swarm_type not in self.config.teams:
             raise ValidationError(
@@ -205,7 +209,7 @@ class Engine:
                 sink=sink,
             )
             deadline = self.config.deadline_for(team, mode)
-            outcome = "failed"
+            outcome: Outcome = "failed"
             error: OrchestraError | None = None
             try:
                 async with asyncio.timeout(deadline):
@@ -265,7 +269,7 @@ class Engine:
         request: RunRequest,
         session_id: str,
         team: str,
-        outcome: str,
+        outcome: Outcome,
         turns: list[TurnResult],
         error: OrchestraError | None,
     ) -> None:
@@ -278,7 +282,7 @@ class Engine:
             swarm_type=team,
             optimization_mode=request.optimization_mode,
             message=request.message,
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             entries=[
                 TranscriptEntry(
                     agent=t.agent,
@@ -332,7 +336,9 @@ class Engine:
             except OrchestraError as e:
                 tail.append(RunFailed(run_id=request.run_id, error=e.to_dict()))
             except asyncio.CancelledError:
-                tail.append(RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict()))
+                tail.append(
+                    RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict())
+                )
             yield tail
         finally:
             if not task.done():

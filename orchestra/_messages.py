@@ -195,7 +195,9 @@ class TeamInfo(_Frozen):
     description: str
     pattern: str
     agents: dict[str, str] = Field(description="Agent name → role.")
-    modes: dict[str, dict[str, Any]] = Field(description="Per mode: agents, rounds, judge, model, deadline_s.")
+    modes: dict[str, dict[str, Any]] = Field(
+        description="Per mode: agents, rounds, judge, model, deadline_s."
+    )
 
 
 # -- stream events (spec §7 ``stream`` frames, plus the end of the run) -----------------------------

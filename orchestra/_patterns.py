@@ -70,7 +70,7 @@ def parse_verdict(text: str) -> bool:
 def heuristic_score(pattern: str, **facts: Any) -> float:
     """Quality score when no judge or critic scored the run.
 
-    - review_loop: approved after k reviews → 0.9 − 0.1·(k−1), at least 0.6; never approved → 0.4.
+    - review_loop: approved after k reviews → 0.9 - 0.1*(k-1), at least 0.6; never approved → 0.4.
     - debate (unused: debate always has a judge) and others: 0.5 + 0.1 per contributing agent beyond the
       first, at most 0.8.
     """
@@ -137,7 +137,9 @@ class TeamRun:
     async def turn(
         self, instance: str, agent: str, round_: int, instruction: str, inputs: Sequence[Contribution] = ()
     ) -> TurnResult:
-        result = await self.runtime.send(self._request(instance, agent, round_, instruction, inputs), self.sink)
+        result = await self.runtime.send(
+            self._request(instance, agent, round_, instruction, inputs), self.sink
+        )
         self.steps.append(result)
         return result
 
@@ -145,9 +147,7 @@ class TeamRun:
         self, turns: Sequence[tuple[str, str, int, str, Sequence[Contribution]]]
     ) -> list[TurnResult]:
         """Run turns concurrently; steps are recorded in the order given. One failure cancels the rest."""
-        tasks = [
-            asyncio.ensure_future(self.runtime.send(self._request(*t), self.sink)) for t in turns
-        ]
+        tasks = [asyncio.ensure_future(self.runtime.send(self._request(*t), self.sink)) for t in turns]
         try:
             results = list(await asyncio.gather(*tasks))
         except BaseException:
@@ -222,13 +222,19 @@ async def _debate(run: TeamRun) -> PatternOutcome:
     return PatternOutcome(response=verdict, score=parse_score(verdict.text), facts={"debaters": len(names)})
 
 
-async def _stages(run: TeamRun, stages: Sequence[str], instructions: dict[str, Callable[[int, int], str]]) -> PatternOutcome:
+def _default_instruction(index: int, count: int) -> str:
+    return "Do your part of the task, building on the team's work."
+
+
+async def _stages(
+    run: TeamRun, stages: Sequence[str], instructions: dict[str, Callable[[int, int], str]]
+) -> PatternOutcome:
     work: list[Contribution] = []
     last: list[TurnResult] = []
     score: float | None = None
     for index, agent in enumerate(stages, start=1):
         names = run.instances(agent)
-        make = instructions.get(agent, lambda i, n: "Do your part of the task, building on the team's work.")
+        make = instructions.get(agent, _default_instruction)
         turns = [(name, agent, index, make(i, len(names)), tuple(work)) for i, name in enumerate(names)]
         last = await run.parallel(turns)
         work.extend(r.contribution() for r in last)

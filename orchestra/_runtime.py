@@ -35,7 +35,9 @@ class AgentRuntime(Protocol):
 class LocalRuntime:
     """Agents as plain objects in this process, created on first use."""
 
-    def __init__(self, config: OrchestraConfig, provider: LLMProvider, *, coalesce_s: float | None = None) -> None:
+    def __init__(
+        self, config: OrchestraConfig, provider: LLMProvider, *, coalesce_s: float | None = None
+    ) -> None:
         self._config = config
         self._provider = provider
         self._agents: dict[tuple[str, str], Agent] = {}

@@ -36,7 +36,9 @@ class Session(BaseModel):
 class SessionStore:
     """In-memory sessions keyed by (tenant, session_id): one tenant never sees another's session."""
 
-    def __init__(self, ttl_s: float = 1800.0, *, max_turns: int = 200, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, ttl_s: float = 1800.0, *, max_turns: int = 200, clock: Callable[[], float] = time.time
+    ):
         self._ttl = ttl_s
         self._max_turns = max_turns
         self._clock = clock

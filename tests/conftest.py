@@ -17,6 +17,14 @@ os.environ["ORCHESTRA_LLM_PROVIDER"] = "scripted"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_ORDER = {"unit": 0, "providers": 1, "integration": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fast, Ray-free tests first: a failure there shows before Ray starts."""
+    items.sort(key=lambda item: _ORDER.get(Path(str(item.fspath)).parent.name, 3))
+
+
 @pytest.fixture(scope="session")
 def raw_config() -> dict[str, Any]:
     """The shipped configs/swarms.yaml as a dict (copy before changing)."""

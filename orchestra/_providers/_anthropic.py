@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
@@ -79,7 +79,7 @@ class AnthropicProvider:
     async def complete(self, request: CompletionRequest) -> Completion:
         return await retry_call(self._settings.retry, lambda: self._complete_once(request))
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         return retry_stream(self._settings.retry, self._stream_once, request)
 
     async def aclose(self) -> None:
@@ -111,7 +111,7 @@ class AnthropicProvider:
             finish_reason=response.stop_reason,
         )
 
-    async def _stream_once(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    async def _stream_once(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         self._ensure_open(request)
         try:
             stream = await self._client.messages.create(
@@ -204,7 +204,9 @@ class AnthropicProvider:
             retry_after = parse_retry_after(exc.response.headers)
             text = f"({where}, {'mid-stream error' if mid_stream else 'HTTP'} {status}): {upstream}"
             if status in (401, 403):
-                return ProviderAuthenticationError(f"anthropic rejected the API key {text}", details=details)
+                return ProviderAuthenticationError(
+                    f"anthropic rejected our credentials {text}", details=details
+                )
             if status == 429:
                 return ProviderRateLimitError(
                     f"anthropic rate limit {text}", details=details, retry_after=retry_after

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +26,10 @@ class ChatMessage(BaseModel):
 
 
 class CompletionRequest(BaseModel):
-    """What an agent asks of a model. ``metadata`` is for offline providers (role, round); real ones ignore it."""
+    """What an agent asks of a model.
+
+    ``metadata`` is for offline providers (role, round); real ones ignore it.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -92,7 +95,9 @@ class LLMProvider(Protocol):
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    # ``temperature`` is a hint: providers whose API has no sampling settings (current Anthropic) ignore it.
+
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         """Yield ``TokenDelta`` as text arrives, then one final ``Completion`` with the usage."""
         ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -55,7 +55,7 @@ class OpenAIProvider:
     async def complete(self, request: CompletionRequest) -> Completion:
         return await retry_call(self._settings.retry, lambda: self._complete_once(request))
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         return retry_stream(self._settings.retry, self._stream_once, request)
 
     async def aclose(self) -> None:
@@ -89,7 +89,7 @@ class OpenAIProvider:
             finish_reason=choice.finish_reason if choice is not None else None,
         )
 
-    async def _stream_once(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    async def _stream_once(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         self._ensure_open(request)
         try:
             stream = await self._client.chat.completions.create(
@@ -166,7 +166,7 @@ class OpenAIProvider:
             retry_after = parse_retry_after(exc.response.headers)
             text = f"({where}, HTTP {status}): {upstream}"
             if status in (401, 403):
-                return ProviderAuthenticationError(f"openai rejected the API key {text}", details=details)
+                return ProviderAuthenticationError(f"openai rejected our credentials {text}", details=details)
             if status == 429:
                 return ProviderRateLimitError(
                     f"openai rate limit {text}", details=details, retry_after=retry_after
@@ -180,7 +180,7 @@ class OpenAIProvider:
                 )
             return ProviderRequestError(f"openai refused the request {text}", details=details)
         if isinstance(exc, openai.APIError):
-            # An ``error`` object sent inside a 200 event stream: the server failed mid-answer.
+            # An ``error`` object inside a 200 event stream, or a body that fails validation.
             return ProviderUnavailableError(
                 f"openai failed mid-stream or answered invalidly ({where}): {upstream}", details=details
             )

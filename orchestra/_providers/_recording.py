@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from .._errors import ProviderRequestError
@@ -64,7 +64,7 @@ class RecordingProvider:
         self._append(request, completion)
         return completion
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         async for item in self._inner.stream(request):
             if isinstance(item, Completion):
                 self._append(request, item)
@@ -130,7 +130,7 @@ class ReplayProvider:
     async def complete(self, request: CompletionRequest) -> Completion:
         return self._lookup(request)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         completion = self._lookup(request)
         words = completion.text.split(" ")
         for i, word in enumerate(words):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,10 +26,14 @@ class RetryPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_retries: int = Field(default=4, ge=0, le=20, description="Retries after the first attempt.")
-    base_delay_s: float = Field(default=0.5, gt=0, description="Delay before the first retry, doubled each time.")
+    base_delay_s: float = Field(
+        default=0.5, gt=0, description="Delay before the first retry, doubled each time."
+    )
     max_delay_s: float = Field(default=30.0, gt=0, description="Cap of one backoff delay.")
     max_retry_after_s: float = Field(
-        default=60.0, gt=0, description="A Retry-After longer than this is not waited for: the error is raised."
+        default=60.0,
+        gt=0,
+        description="A Retry-After longer than this is not waited for: the error is raised.",
     )
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
@@ -93,20 +98,22 @@ async def retry_call(
 
 async def retry_stream(
     policy: RetryPolicy,
-    open_stream: Callable[[CompletionRequest], AsyncIterator[StreamItem]],
+    open_stream: Callable[[CompletionRequest], AsyncGenerator[StreamItem, None]],
     request: CompletionRequest,
     *,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> AsyncIterator[StreamItem]:
+) -> AsyncGenerator[StreamItem, None]:
     """Retry a stream only while nothing has been yielded: a retry after text went out would repeat it."""
     attempt = 0
     while True:
         started = False
         try:
-            async for item in open_stream(request):
-                if isinstance(item, TokenDelta):
-                    started = True
-                yield item
+            # aclosing: a consumer that stops early must close the upstream response now, not at GC.
+            async with contextlib.aclosing(open_stream(request)) as items:
+                async for item in items:
+                    if isinstance(item, TokenDelta):
+                        started = True
+                    yield item
             return
         except ProviderError as error:
             delay = None if started else policy.delay_for(error, attempt)

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from ._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta, Usage
 from ._settings import ScriptedSettings
@@ -159,7 +159,7 @@ class ScriptedProvider:
         await asyncio.sleep(s.latency_s + (max(0, n - 1) / s.tokens_per_s if s.tokens_per_s > 0 else 0.0))
         return self._completion(request, text)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         text = scripted_text(request, self._settings)
         s = self._settings
         # Each token carries the whitespace after it, so the deltas join back to the exact text.

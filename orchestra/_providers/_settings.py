@@ -18,7 +18,8 @@ class _Settings(BaseModel):
 
 class _RemoteSettings(_Settings):
     base_url: str | None = Field(
-        default=None, description="API base URL; None uses the SDK default (or its *_BASE_URL env variable)."
+        default=None,
+        description="API base URL; None uses the SDK default (or its *_BASE_URL env variable).",
     )
     api_key: SecretStr | None = Field(
         default=None, description="API key. Prefer api_key_env so the key never sits in a config file."
@@ -34,7 +35,8 @@ class _RemoteSettings(_Settings):
         key = os.environ.get(self.api_key_env, "")
         if not key:
             raise ConfigError(
-                f"provider {provider!r} needs an API key: set {self.api_key_env} or providers.{provider}.api_key",
+                f"provider {provider!r} needs an API key: "
+                f"set {self.api_key_env} or providers.{provider}.api_key",
                 details={"field": f"providers.{provider}.api_key_env", "reason": "no API key"},
             )
         return key
@@ -43,7 +45,9 @@ class _RemoteSettings(_Settings):
 class OpenAISettings(_RemoteSettings):
     """Any OpenAI-compatible server: OpenAI, vLLM, Ollama, llama.cpp server (set ``base_url``)."""
 
-    api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the API key.")
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY", description="Environment variable holding the API key."
+    )
     organization: str | None = Field(default=None, description="OpenAI organization id, if any.")
 
 
@@ -54,7 +58,10 @@ class AnthropicSettings(_RemoteSettings):
 
 
 class ScriptedSettings(_Settings):
-    """The offline, deterministic stand-in model. Never a real model: its model names start with ``scripted``."""
+    """The offline, deterministic stand-in model.
+
+    Never a real model: the model names it reports start with ``scripted/``.
+    """
 
     latency_s: float = Field(
         default=0.05, ge=0, description="Seconds to first token (env ORCHESTRA_SCRIPTED_LATENCY_S overrides)."
@@ -62,10 +69,16 @@ class ScriptedSettings(_Settings):
     tokens_per_s: float = Field(
         default=400.0,
         ge=0,
-        description="Streaming rate after the first token; 0 means instant (env ORCHESTRA_SCRIPTED_TOKENS_PER_S).",
+        description=(
+            "Streaming rate after the first token; 0 means instant (env ORCHESTRA_SCRIPTED_TOKENS_PER_S)."
+        ),
     )
-    completion_tokens: int = Field(default=48, ge=1, le=4096, description="Approximate length of each answer.")
-    seed: int = Field(default=0, description="Changes every scripted answer while keeping them deterministic.")
+    completion_tokens: int = Field(
+        default=48, ge=1, le=4096, description="Approximate length of each answer."
+    )
+    seed: int = Field(
+        default=0, description="Changes every scripted answer while keeping them deterministic."
+    )
 
     def with_env_overrides(self) -> ScriptedSettings:
         """Apply ORCHESTRA_SCRIPTED_LATENCY_S / ORCHESTRA_SCRIPTED_TOKENS_PER_S, rejecting bad values."""

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from wire_server import (
+
+from orchestra._providers._anthropic import AnthropicProvider
+from orchestra._providers._base import LLMProvider
+from orchestra._providers._openai import OpenAIProvider
+from orchestra._providers._retry import RetryPolicy
+from orchestra._providers._settings import AnthropicSettings, OpenAISettings
+
+from .wire_server import (
     Reply,
     WireServer,
     anthropic_error,
@@ -18,12 +25,6 @@ from wire_server import (
     openai_error,
     openai_stream,
 )
-
-from orchestra._providers._anthropic import AnthropicProvider
-from orchestra._providers._base import LLMProvider
-from orchestra._providers._openai import OpenAIProvider
-from orchestra._providers._retry import RetryPolicy
-from orchestra._providers._settings import AnthropicSettings, OpenAISettings
 
 API_KEY = "sk-test-0123456789abcdef-SECRET"
 FAST_RETRY = RetryPolicy(max_retries=2, base_delay_s=0.01, max_delay_s=0.05)

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import API_KEY
-from wire_server import SSE, Reply, WireServer, anthropic_error, anthropic_message, anthropic_stream
 
 from orchestra._errors import ProviderRateLimitError, ProviderRequestError, ProviderUnavailableError
 from orchestra._providers._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta
+
+from .conftest import API_KEY
+from .wire_server import SSE, Reply, WireServer, anthropic_error, anthropic_message, anthropic_stream
 
 pytestmark = pytest.mark.providers
 

@@ -6,11 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import API_KEY
-from wire_server import SSE, Reply, WireServer, openai_completion, openai_error, openai_stream
 
 from orchestra._errors import ProviderRequestError, ProviderUnavailableError
 from orchestra._providers._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta
+
+from .conftest import API_KEY
+from .wire_server import SSE, Reply, WireServer, openai_completion, openai_error, openai_stream
 
 pytestmark = pytest.mark.providers
 

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import API_KEY, Flavour
-from wire_server import Reply, WireServer
 
 from orchestra._errors import (
     ConfigError,
@@ -26,6 +24,9 @@ from orchestra._providers._base import ChatMessage, Completion, CompletionReques
 from orchestra._providers._openai import OpenAIProvider
 from orchestra._providers._retry import RetryPolicy
 from orchestra._providers._settings import AnthropicSettings, OpenAISettings
+
+from .conftest import API_KEY, Flavour
+from .wire_server import Reply, WireServer
 
 pytestmark = pytest.mark.providers
 

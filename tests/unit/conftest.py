@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -19,12 +19,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_ray() -> None:
-    """Unit tests must stay Ray-free: fail loudly if something started Ray."""
-    yield
+    """Unit tests must stay Ray-free: fail loudly if one started Ray."""
     import sys
 
+    before = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    yield
     ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized(), "a unit test started Ray"
+    assert before or ray is None or not ray.is_initialized(), "a unit test started Ray"
 
 
 class SpyProvider:
@@ -42,7 +43,7 @@ class SpyProvider:
         self.requests.append(request)
         return await self.inner.complete(request)
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         self.requests.append(request)
         async for item in self.inner.stream(request):
             yield item

@@ -76,7 +76,11 @@ def test_a_new_team_needs_yaml_only(raw_config: dict[str, Any]) -> None:
         "modes": {"lite": {}, "balanced": {"agents": {"drafter": 2}}, "quality": {"agents": {"drafter": 3}}},
     }
     cfg = load_config(raw)
-    assert cfg.teams["review-panel"].instances("quality", "drafter") == ["drafter-1", "drafter-2", "drafter-3"]
+    assert cfg.teams["review-panel"].instances("quality", "drafter") == [
+        "drafter-1",
+        "drafter-2",
+        "drafter-3",
+    ]
 
 
 def test_provider_env_override(monkeypatch: pytest.MonkeyPatch, raw_config: dict[str, Any]) -> None:

@@ -96,8 +96,11 @@ async def test_history_is_bounded(raw_config: dict[str, Any]) -> None:
     engine, spy = make_engine(orchestra.load_config(raw))
     sid = "bounded"
     for i in range(5):
-        await engine.run(RunRequest(message=f"turn {i}", session_id=sid, swarm_type="research-team",
-                                    optimization_mode="lite"))
+        await engine.run(
+            RunRequest(
+                message=f"turn {i}", session_id=sid, swarm_type="research-team", optimization_mode="lite"
+            )
+        )
     last = spy.requests[-1]
     users = [m.content for m in last.messages if m.role == "user"]
     assert users[:-1] == ["turn 2", "turn 3"]
@@ -105,15 +108,17 @@ async def test_history_is_bounded(raw_config: dict[str, Any]) -> None:
 
 async def test_tenants_never_see_each_other(fast_config: orchestra.OrchestraConfig) -> None:
     engine, _ = make_engine(fast_config)
-    mine = await engine.run(RunRequest(message="secret plan", session_id="shared-id", tenant="alice",
-                                       optimization_mode="lite"))
+    mine = await engine.run(
+        RunRequest(message="secret plan", session_id="shared-id", tenant="alice", optimization_mode="lite")
+    )
     with pytest.raises(NotFoundError):
         engine.session("bob", "shared-id")
     with pytest.raises(NotFoundError):
         engine.transcript(mine.run_id, "bob")
     # bob using the same session id gets his own, empty session
-    theirs = await engine.run(RunRequest(message="hello", session_id="shared-id", tenant="bob",
-                                         optimization_mode="lite"))
+    theirs = await engine.run(
+        RunRequest(message="hello", session_id="shared-id", tenant="bob", optimization_mode="lite")
+    )
     assert engine.session("bob", "shared-id").turns[0].message == "hello"
     assert len(engine.session("alice", "shared-id").turns) == 1
     assert theirs.session_id == mine.session_id
@@ -148,8 +153,12 @@ async def test_cancel_stops_a_run(fast_config: orchestra.OrchestraConfig) -> Non
 
 async def test_stream_events_are_ordered_per_agent(fast_config: orchestra.OrchestraConfig) -> None:
     engine, _ = make_engine(fast_config, ScriptedSettings(latency_s=0.01, tokens_per_s=2000))
-    events = [e async for e in engine.stream(RunRequest(message="debate it", swarm_type="coding-debate",
-                                                        optimization_mode="balanced"))]
+    events = [
+        e
+        async for e in engine.stream(
+            RunRequest(message="debate it", swarm_type="coding-debate", optimization_mode="balanced")
+        )
+    ]
     final = events[-1]
     assert isinstance(final, RunCompleted)
     result = final.result
@@ -178,8 +187,12 @@ async def test_stream_reports_failure_as_last_event(raw_config: dict[str, Any]) 
     raw = copy.deepcopy(fast_raw_config(raw_config))
     raw["teams"]["creative-team"]["modes"]["lite"]["deadline_s"] = 0.05
     engine, _ = make_engine(orchestra.load_config(raw), ScriptedSettings(latency_s=0.2, tokens_per_s=0))
-    events = [e async for e in engine.stream(RunRequest(message="x", swarm_type="creative-team",
-                                                        optimization_mode="lite"))]
+    events = [
+        e
+        async for e in engine.stream(
+            RunRequest(message="x", swarm_type="creative-team", optimization_mode="lite")
+        )
+    ]
     assert isinstance(events[-1], RunFailed) and events[-1].error["code"] == "TIMEOUT_ERROR"
 
 
@@ -187,8 +200,12 @@ async def test_coalescing_batches_tokens_without_losing_any(fast_config: orchest
     spy_settings = ScriptedSettings(latency_s=0.0, tokens_per_s=1000, completion_tokens=60)
     coalesced, _ = make_engine(fast_config, spy_settings)
     coalesced.runtime._coalesce_s = 0.02  # type: ignore[attr-defined]
-    events = [e async for e in coalesced.stream(RunRequest(message="x", swarm_type="research-team",
-                                                           optimization_mode="lite"))]
+    events = [
+        e
+        async for e in coalesced.stream(
+            RunRequest(message="x", swarm_type="research-team", optimization_mode="lite")
+        )
+    ]
     tokens = [e for e in events if isinstance(e, TokenEvent)]
     final = events[-1]
     assert isinstance(final, RunCompleted)

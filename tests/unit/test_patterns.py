@@ -30,8 +30,9 @@ def check_accounting(result: ChatResult) -> None:
 @pytest.mark.parametrize("team", ["coding-team", "research-team", "creative-team", "coding-debate"])
 async def test_every_team_and_mode(fast_config: orchestra.OrchestraConfig, team: str, mode: str) -> None:
     engine, spy = make_engine(fast_config)
-    result = await engine.run(RunRequest(message="Write a function to merge intervals", swarm_type=team,
-                                         optimization_mode=mode))
+    result = await engine.run(
+        RunRequest(message="Write a function to merge intervals", swarm_type=team, optimization_mode=mode)
+    )
     check_accounting(result)
     assert result.metadata.swarm_type == team and result.metadata.optimization_mode == mode
     assert result.execution_mode == team
@@ -45,11 +46,18 @@ async def test_every_team_and_mode(fast_config: orchestra.OrchestraConfig, team:
 
 async def test_debate_rounds_see_the_other_proposals(fast_config: orchestra.OrchestraConfig) -> None:
     engine, spy = make_engine(fast_config)
-    result = await engine.run(RunRequest(message="Merge intervals", swarm_type="coding-debate",
-                                         optimization_mode="balanced"))
+    result = await engine.run(
+        RunRequest(message="Merge intervals", swarm_type="coding-debate", optimization_mode="balanced")
+    )
     steps = result.metadata.processing_steps
     assert [(s.agent, s.round) for s in steps] == [
-        ("coder-1", 1), ("coder-2", 1), ("coder-3", 1), ("coder-1", 2), ("coder-2", 2), ("coder-3", 2), ("judge", 3)
+        ("coder-1", 1),
+        ("coder-2", 1),
+        ("coder-3", 1),
+        ("coder-1", 2),
+        ("coder-2", 2),
+        ("coder-3", 2),
+        ("judge", 3),
     ]
     round2 = [r for r in spy.requests if r.metadata["round"] == 2 and r.metadata["role"] == "debater"]
     for request in round2:
@@ -61,11 +69,15 @@ async def test_debate_rounds_see_the_other_proposals(fast_config: orchestra.Orch
     assert all(f"### coder-{i} (debater, round 2)" in judge_prompt for i in (1, 2, 3))
 
 
-async def test_review_loop_goes_back_to_the_coder_until_approved(fast_config: orchestra.OrchestraConfig) -> None:
+async def test_review_loop_goes_back_to_the_coder_until_approved(
+    fast_config: orchestra.OrchestraConfig,
+) -> None:
     engine, _ = make_engine(fast_config)
     seen_revisions = set()
     for task in [f"task number {i}" for i in range(12)]:
-        result = await engine.run(RunRequest(message=task, swarm_type="coding-team", optimization_mode="balanced"))
+        result = await engine.run(
+            RunRequest(message=task, swarm_type="coding-team", optimization_mode="balanced")
+        )
         roles = [s.role for s in result.metadata.processing_steps]
         assert roles[:3] == ["planner", "coder", "reviewer"]
         # coder and reviewer alternate after the plan; the loop ends on a review
@@ -77,15 +89,18 @@ async def test_review_loop_goes_back_to_the_coder_until_approved(fast_config: or
 async def test_review_loop_respects_max_iterations(fast_config: orchestra.OrchestraConfig) -> None:
     engine, _ = make_engine(fast_config)
     for i in range(12):
-        result = await engine.run(RunRequest(message=f"job {i}", swarm_type="coding-team", optimization_mode="lite"))
+        result = await engine.run(
+            RunRequest(message=f"job {i}", swarm_type="coding-team", optimization_mode="lite")
+        )
         roles = Counter(s.role for s in result.metadata.processing_steps)
         assert roles["reviewer"] == 1 and roles["coder"] == 1
 
 
 async def test_fan_out_gives_each_researcher_a_distinct_angle(fast_config: orchestra.OrchestraConfig) -> None:
     engine, spy = make_engine(fast_config)
-    await engine.run(RunRequest(message="How do batteries age?", swarm_type="research-team",
-                                optimization_mode="quality"))
+    await engine.run(
+        RunRequest(message="How do batteries age?", swarm_type="research-team", optimization_mode="quality")
+    )
     researcher_prompts = [r.messages[-1].content for r in spy.requests if r.metadata["role"] == "researcher"]
     assert len(researcher_prompts) == 4 and len(set(researcher_prompts)) == 4
     synth = next(r for r in spy.requests if r.metadata["role"] == "synthesizer").messages[-1].content
@@ -94,8 +109,9 @@ async def test_fan_out_gives_each_researcher_a_distinct_angle(fast_config: orche
 
 async def test_creative_quality_comes_from_the_critic(fast_config: orchestra.OrchestraConfig) -> None:
     engine, _ = make_engine(fast_config)
-    result = await engine.run(RunRequest(message="A poem about tides", swarm_type="creative-team",
-                                         optimization_mode="balanced"))
+    result = await engine.run(
+        RunRequest(message="A poem about tides", swarm_type="creative-team", optimization_mode="balanced")
+    )
     transcript = engine.transcript(result.run_id, "local")
     critic = next(e for e in transcript.entries if e.role == "critic")
     assert orchestra.parse_score(critic.text) == pytest.approx(result.quality_score)
@@ -163,8 +179,9 @@ async def test_pattern_properties(raw_config: dict[str, Any], shape: dict[str, A
     raw["teams"]["generated"] = build_team(shape)
     cfg = orchestra.load_config(raw)
     engine, _ = make_engine(cfg, ScriptedSettings(latency_s=0, tokens_per_s=0, seed=shape["seed"]))
-    result = await engine.run(RunRequest(message=shape["message"], swarm_type="generated",
-                                         optimization_mode=shape["mode"]))
+    result = await engine.run(
+        RunRequest(message=shape["message"], swarm_type="generated", optimization_mode=shape["mode"])
+    )
     check_accounting(result)
     steps = result.metadata.processing_steps
     rounds, n, pattern = shape["rounds"], shape["count"], shape["pattern"]

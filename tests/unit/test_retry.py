@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -75,7 +75,7 @@ async def test_stream_is_not_retried_after_text_went_out() -> None:
     request = CompletionRequest(model="m", messages=(ChatMessage(role="user", content="hi"),))
     opened = 0
 
-    async def broken_midway(_: CompletionRequest) -> AsyncIterator[StreamItem]:
+    async def broken_midway(_: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
         nonlocal opened
         opened += 1
         yield TokenDelta(text="partial ")
@@ -86,6 +86,8 @@ async def test_stream_is_not_retried_after_text_went_out() -> None:
 
     got: list[StreamItem] = []
     with pytest.raises(ProviderUnavailableError):
-        async for item in retry_stream(RetryPolicy(base_delay_s=0.01), broken_midway, request, sleep=no_sleep):
+        async for item in retry_stream(
+            RetryPolicy(base_delay_s=0.01), broken_midway, request, sleep=no_sleep
+        ):
             got.append(item)
     assert opened == 1 and len(got) == 1

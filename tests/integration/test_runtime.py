@@ -1,0 +1,163 @@
+"""The runtime on a real local Ray: teams end to end, distinct agent actors, streaming, cancel, deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import orchestra
+from orchestra import (
+    DeadlineExceededError,
+    NotFoundError,
+    RunCancelledError,
+    RunCompleted,
+    TokenEvent,
+    TurnEnd,
+    TurnStart,
+    ValidationError,
+)
+
+TEAMS = ["coding-team", "research-team", "creative-team", "coding-debate"]
+
+
+async def test_all_teams_in_all_modes(orchestra_handle: Any) -> None:
+    runs = [(team, mode) for team in TEAMS for mode in orchestra.MODES]
+    results = await asyncio.gather(
+        *(
+            orchestra_handle.achat(
+                "Write a function that merges intervals", swarm_type=t, optimization_mode=m
+            )
+            for t, m in runs
+        )
+    )
+    for (team, mode), result in zip(runs, results, strict=True):
+        steps = result.metadata.processing_steps
+        assert result.metadata.swarm_type == team and result.metadata.optimization_mode == mode
+        assert result.metadata.tokens_used == sum(s.prompt_tokens + s.completion_tokens for s in steps) > 0
+        assert 0 <= result.quality_score <= 1 and result.response
+        assert result.metadata.model.startswith("scripted/")
+        transcript = orchestra_handle.transcript(result.run_id)
+        assert [e.agent for e in transcript.entries] == [s.agent for s in steps]
+        assert transcript.outcome == "completed"
+
+
+def test_agents_are_distinct_actors(orchestra_handle: Any) -> None:
+    actors = orchestra_handle.actors()
+    orchestrators = [a for a in actors if a["kind"] == "orchestrator"]
+    agents = [a for a in actors if a["kind"] == "agent"]
+    assert len(orchestrators) == 1
+    debate = [a for a in agents if a["team"] == "coding-debate"]
+    assert {a["agent"] for a in debate} == {"coder-1", "coder-2", "coder-3", "coder-4", "judge"}
+    assert len({a["actor_id"] for a in agents}) == len(agents)
+    assert len({a["pid"] for a in agents}) == len(agents)  # each agent is its own process
+    assert orchestrators[0]["pid"] not in {a["pid"] for a in agents}
+
+    import ray
+
+    named = ray.get_actor("agent-0-coding-debate-judge", namespace="orchestra-test")
+    assert ray.get(named.info.remote())["role"] == "judge"
+
+
+def test_connect_again_reuses_the_live_orchestrator(orchestra_handle: Any) -> None:
+    again = orchestra.connect(config=orchestra_handle.config, namespace="orchestra-test")
+    before = orchestra_handle.actors()[0]["actor_id"]
+    assert again.actors()[0]["actor_id"] == before
+
+
+async def test_many_sessions_share_actor_calls(orchestra_handle: Any) -> None:
+    def calls_and_turns() -> tuple[int, int]:
+        agents = [
+            a for a in orchestra_handle.actors() if a["kind"] == "agent" and a["team"] == "coding-debate"
+        ]
+        return sum(a["calls"] for a in agents), sum(a["turns"] for a in agents)
+
+    calls0, turns0 = calls_and_turns()
+    results = await asyncio.gather(
+        *(
+            orchestra_handle.achat(f"task {i}", swarm_type="coding-debate", optimization_mode="balanced")
+            for i in range(48)
+        )
+    )
+    calls1, turns1 = calls_and_turns()
+    assert len({r.session_id for r in results}) == 48
+    assert turns1 - turns0 == 48 * 7
+    # Turns of sessions in flight together share actor calls (unbatched, calls would equal turns).
+    assert calls1 - calls0 < (turns1 - turns0) / 2, (calls1 - calls0, turns1 - turns0)
+
+
+async def test_stream_through_ray(orchestra_handle: Any) -> None:
+    events = [
+        e
+        async for e in orchestra_handle.stream(
+            "Write a haiku", swarm_type="coding-debate", optimization_mode="lite"
+        )
+    ]
+    final = events[-1]
+    assert isinstance(final, RunCompleted)
+    texts: dict[tuple[str, int], str] = {}
+    started: set[tuple[str, int]] = set()
+    for e in events[:-1]:
+        key = (e.agent, e.round)
+        if isinstance(e, TurnStart):
+            started.add(key)
+        elif isinstance(e, TokenEvent):
+            assert key in started
+            texts[key] = texts.get(key, "") + e.token
+        else:
+            assert isinstance(e, TurnEnd) and key in started
+    transcript = orchestra_handle.transcript(final.result.run_id)
+    assert {(x.agent, x.round): x.text for x in transcript.entries} == texts
+
+
+async def test_session_continues_across_calls(orchestra_handle: Any) -> None:
+    first = await orchestra_handle.achat("Write a poem about rivers", optimization_mode="lite")
+    second = await orchestra_handle.achat(
+        "Shorter please", session_id=first.session_id, optimization_mode="lite"
+    )
+    assert second.execution_mode == "session:creative-team"
+    session = orchestra_handle.session(first.session_id)
+    assert [t.run_id for t in session.turns] == [first.run_id, second.run_id]
+    other = orchestra_handle.with_tenant("someone-else")
+    with pytest.raises(NotFoundError):
+        other.session(first.session_id)
+    with pytest.raises(NotFoundError):
+        other.transcript(first.run_id)
+    orchestra_handle.end_session(first.session_id)
+    with pytest.raises(NotFoundError):
+        orchestra_handle.session(first.session_id)
+
+
+async def test_cancellation_stops_the_run_everywhere(orchestra_handle: Any) -> None:
+    run_id = "cancel-me-1"
+    task = asyncio.create_task(
+        orchestra_handle.achat(
+            "long debate", swarm_type="slow-debate", optimization_mode="lite", run_id=run_id
+        )
+    )
+    # wait until the run is really in flight on the orchestrator
+    for _ in range(100):
+        if run_id in orchestra_handle.running():
+            break
+        await asyncio.sleep(0.01)
+    assert await orchestra_handle.acancel(run_id)
+    with pytest.raises(RunCancelledError):
+        await task
+    assert run_id not in orchestra_handle.running()
+    assert orchestra_handle.transcript(run_id).outcome == "cancelled"
+    busy = [a for a in orchestra_handle.actors() if a["kind"] == "agent" and a["running_runs"]]
+    assert busy == []
+
+
+async def test_deadline_is_a_timeout_error(orchestra_handle: Any) -> None:
+    with pytest.raises(DeadlineExceededError) as info:
+        await orchestra_handle.achat("never ends", swarm_type="slow-debate", optimization_mode="quality")
+    assert info.value.code == "TIMEOUT_ERROR" and info.value.http_status == 504
+
+
+async def test_bad_input_is_rejected_before_any_work(orchestra_handle: Any) -> None:
+    with pytest.raises(ValidationError):
+        await orchestra_handle.achat("hi", swarm_type="no-such-team")
+    with pytest.raises(ValidationError):
+        await orchestra_handle.achat("", swarm_type="coding-team")
