@@ -22,6 +22,7 @@ from orchestra import (
     Transcript,
     error_from_dict,
     load_config,
+    make_provider,
     parse_run_request,
 )
 
@@ -237,6 +238,9 @@ def connect(
     Existing orchestrator actors of the namespace are reused, not replaced.
     """
     cfg = config if isinstance(config, OrchestraConfig) else load_config(config)
+    # Build the provider here first: a bad provider config (no API key...) is a clear ConfigError now,
+    # instead of an actor that died in its constructor.
+    make_provider(cfg)
     ns = namespace or cfg.runtime.namespace
     if not ray.is_initialized():
         ray.init(address=address, namespace=ns, **(init_kwargs or {}))

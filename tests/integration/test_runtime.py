@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import pytest
 
 import orchestra
+from actors.client import shard_of
 from orchestra import (
     DeadlineExceededError,
     NotFoundError,
@@ -18,6 +20,8 @@ from orchestra import (
     TurnStart,
     ValidationError,
 )
+
+from .conftest import integration_raw_config
 
 TEAMS = ["coding-team", "research-team", "creative-team", "coding-debate"]
 
@@ -161,3 +165,37 @@ async def test_bad_input_is_rejected_before_any_work(orchestra_handle: Any) -> N
         await orchestra_handle.achat("hi", swarm_type="no-such-team")
     with pytest.raises(ValidationError):
         await orchestra_handle.achat("", swarm_type="coding-team")
+
+
+def test_bad_provider_config_fails_at_connect(
+    ray_session: Any, raw_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = copy.deepcopy(raw_config)
+    raw["providers"]["openai"]["api_key_env"] = "ORCHESTRA_TEST_MISSING_KEY"
+    monkeypatch.setenv("ORCHESTRA_LLM_PROVIDER", "openai")
+    with pytest.raises(orchestra.ConfigError, match="ORCHESTRA_TEST_MISSING_KEY"):
+        orchestra.connect(config=orchestra.load_config(raw), namespace="orchestra-bad-provider")
+
+
+async def test_sessions_spread_over_orchestrator_shards(ray_session: Any, raw_config: dict[str, Any]) -> None:
+    raw = integration_raw_config(raw_config)
+    raw["runtime"]["orchestrator_shards"] = 2
+    handle = orchestra.connect(config=orchestra.load_config(raw), namespace="orchestra-shards")
+    try:
+        results = await asyncio.gather(
+            *(
+                handle.achat(f"question {i}", swarm_type="research-team", optimization_mode="lite")
+                for i in range(8)
+            )
+        )
+        by_shard = {shard_of("local", r.session_id, 2) for r in results}
+        assert by_shard == {0, 1}
+        # each session's later turn lands on the shard that holds its history
+        follow = await handle.achat("and then?", session_id=results[0].session_id, optimization_mode="lite")
+        assert follow.execution_mode == "session:research-team"
+        assert len(handle.session(results[0].session_id).turns) == 2
+        orchestrators = [a for a in handle.actors() if a["kind"] == "orchestrator"]
+        assert sorted(o["shard"] for o in orchestrators) == [0, 1]
+        assert all(o["sessions"] > 0 for o in orchestrators)
+    finally:
+        handle.shutdown()
