@@ -16,6 +16,8 @@ os.environ["ORCHESTRA_LLM_PROVIDER"] = "scripted"
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.redis_fixture"]
+
 
 _ORDER = {"unit": 0, "providers": 1, "integration": 2}
 

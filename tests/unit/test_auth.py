@@ -1,0 +1,390 @@
+"""API keys (api.md §1) against a real redis-server and in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from orchestra import _auth as auth
+from orchestra._errors import AuthenticationError, ConfigError, ServiceUnavailableError, ValidationError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_server: str) -> AsyncIterator[auth.KeyStore]:
+    """The same tests for both backends (an async fixture cannot request redis_client dynamically)."""
+    if request.param == "memory":
+        yield auth.KeyStore()
+        return
+    client = aioredis.Redis.from_url(redis_server)
+    await client.flushdb()
+    try:
+        yield auth.KeyStore(client)
+    finally:
+        await client.aclose()
+
+
+async def deny(store: auth.KeyStore, header: str | None) -> AuthenticationError:
+    with pytest.raises(AuthenticationError) as info:
+        await store.authenticate(header)
+    assert info.value.http_status == 401 and info.value.code == "AUTHENTICATION_ERROR"
+    return info.value
+
+
+# -- issue, list, revoke ---------------------------------------------------------------------------
+
+
+async def test_create_and_authenticate(store: auth.KeyStore) -> None:
+    key, record = await store.create(name="ci")
+    assert re.fullmatch(r"orch_[A-Za-z0-9_-]{40}", key)
+    assert record.key_hash == hashlib.sha256(key.encode()).hexdigest()
+    assert record.scopes == frozenset({"chat"}) and record.tenant == record.key_id and not record.revoked
+    assert record.name == "ci"
+    principal = await store.authenticate(f"Bearer {key}")
+    assert principal == auth.Principal(key_id=record.key_id, tenant=record.key_id, scopes=frozenset({"chat"}))
+    assert (
+        await store.authenticate(f"bearer   {key}  ")
+    ).key_id == record.key_id  # scheme is case-insensitive
+
+
+async def test_keys_are_unique_and_tenant_and_scopes_can_be_chosen(store: auth.KeyStore) -> None:
+    key1, r1 = await store.create()
+    key2, r2 = await store.create(tenant="acme", scopes=["metrics", "chat"])
+    assert key1 != key2 and r1.key_id != r2.key_id
+    assert r2.tenant == "acme" and r2.scopes == frozenset({"chat", "metrics"})
+    assert (await store.authenticate(f"Bearer {key2}")).tenant == "acme"
+
+
+@pytest.mark.parametrize("scopes", [[], ["chat", "root"], ["Chat"]])
+async def test_create_rejects_bad_scopes(store: auth.KeyStore, scopes: list[str]) -> None:
+    with pytest.raises(ValidationError):
+        await store.create(scopes=scopes)
+    assert await store.list() == []
+
+
+async def test_create_rejects_a_bad_tenant(store: auth.KeyStore) -> None:
+    with pytest.raises(ValidationError) as info:
+        await store.create(tenant="has space")
+    assert info.value.details["field"] == "tenant"
+
+
+async def test_list_and_revoke(store: auth.KeyStore) -> None:
+    key1, r1 = await store.create(name="one")
+    key2, r2 = await store.create(name="two", scopes=["admin"])
+    listed = await store.list()
+    assert [r.key_id for r in listed] == [r1.key_id, r2.key_id]  # oldest first
+    assert listed[1].scopes == frozenset({"admin"})
+
+    assert await store.revoke(r1.key_id) is True
+    assert await store.revoke(r1.key_id) is True  # idempotent
+    assert await store.revoke("key_doesnotexist") is False
+    error = await deny(store, f"Bearer {key1}")
+    assert "revoked" in error.message
+    assert (await store.authenticate(f"Bearer {key2}")).key_id == r2.key_id  # others unaffected
+    assert {r.key_id: r.revoked for r in await store.list()} == {r1.key_id: True, r2.key_id: False}
+
+
+# -- authentication failures -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", [None, "", "   "])
+async def test_missing_key(store: auth.KeyStore, header: str | None) -> None:
+    error = await deny(store, header)
+    assert "missing" in error.message and error.details["reason"] == "missing"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer ",
+        "Bearer a b",
+        "Token orch_abc",
+        "orch_abcdef",
+        "Bearer kéy",
+        "Bearer a,b",
+    ],
+)
+async def test_malformed_header(store: auth.KeyStore, header: str) -> None:
+    error = await deny(store, header)
+    assert "malformed" in error.message and error.details["reason"] == "malformed"
+
+
+async def test_unknown_key_is_never_echoed(store: auth.KeyStore) -> None:
+    await store.create()
+    guess = "orch_" + "A" * 40
+    error = await deny(store, f"Bearer {guess}")
+    assert error.message == "unknown or revoked API key"
+    assert guess not in json.dumps(error.to_dict()) and "AAAA" not in repr(error)
+
+
+async def test_comparison_goes_through_compare_digest(
+    store: auth.KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = await store.create()
+    calls: list[tuple[str, str]] = []
+    real = hmac.compare_digest
+
+    def spy(a: str, b: str) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # _auth calls hmac.compare_digest
+    await store.authenticate(f"Bearer {key}")
+    assert calls == [(auth.hash_key(key), auth.hash_key(key))]
+
+
+# -- scopes ----------------------------------------------------------------------------------------
+
+
+def test_require_scope() -> None:
+    chat = auth.Principal("k1", "t", frozenset({"chat"}))
+    metrics = auth.Principal("k2", "t", frozenset({"metrics"}))
+    admin = auth.Principal("k3", "t", frozenset({"admin"}))
+    auth.require_scope(chat, "chat")
+    auth.require_scope(metrics, "metrics")
+    auth.require_scope(admin, "metrics")  # admin implies every scope
+    auth.require_scope(admin, "chat")
+    with pytest.raises(AuthenticationError) as info:
+        auth.require_scope(chat, "metrics")
+    assert "'metrics' scope" in info.value.message and info.value.details["required_scope"] == "metrics"
+    with pytest.raises(AuthenticationError):
+        auth.require_scope(metrics, "chat")
+    with pytest.raises(AuthenticationError):
+        auth.require_scope(chat, "admin")
+
+
+# -- storage: hashes only --------------------------------------------------------------------------
+
+
+async def test_redis_holds_hashes_only(redis_client: aioredis.Redis) -> None:
+    store = auth.KeyStore(redis_client)
+    plaintexts = [(await store.create(name="created"))[0] for _ in range(3)]
+    bootstrap = "bootstrap-key-0123456789"
+    await store.add_plaintext(bootstrap, ["chat", "metrics"], name="env")
+    plaintexts.append(bootstrap)
+    await store.revoke((await store.list())[0].key_id)
+
+    dump = []
+    async for name in redis_client.scan_iter(match="*"):
+        dump.append(name)
+        assert await redis_client.type(name) == b"hash"
+        for field, value in (await redis_client.hgetall(name)).items():
+            dump += [field, value]
+    blob = b"\n".join(dump)
+    assert len(dump) > 4
+    for key in plaintexts:
+        assert key.encode() not in blob
+        assert hashlib.sha256(key.encode()).hexdigest().encode() in blob
+
+
+async def test_a_second_store_on_the_same_redis_sees_the_keys(redis_client: aioredis.Redis) -> None:
+    key, record = await auth.KeyStore(redis_client).create(scopes=["chat", "metrics"])
+    other = auth.KeyStore(redis_client)
+    assert (await other.authenticate(f"Bearer {key}")).scopes == frozenset({"chat", "metrics"})
+    assert [r.key_id for r in await other.list()] == [record.key_id]
+
+
+async def test_a_corrupt_record_is_a_401_not_a_500(redis_client: aioredis.Redis) -> None:
+    store = auth.KeyStore(redis_client)
+    key, _ = await store.create()
+    await redis_client.hset("orchestra:apikeys:by_hash", auth.hash_key(key), "{not json")
+    await deny(auth.KeyStore(redis_client), f"Bearer {key}")
+    assert await store.list() == []
+
+
+# -- cache and revocation across replicas ----------------------------------------------------------
+
+
+async def test_revocation_reaches_other_replicas_within_the_cache_ttl(redis_client: aioredis.Redis) -> None:
+    clock = Clock()
+    replica_a = auth.KeyStore(redis_client, cache_ttl_s=2.0, clock=clock)
+    replica_b = auth.KeyStore(redis_client, cache_ttl_s=2.0, clock=clock)
+    key, record = await replica_a.create()
+    header = f"Bearer {key}"
+    await replica_a.authenticate(header)
+    await replica_b.authenticate(header)
+
+    assert await replica_b.revoke(record.key_id)
+    await deny(replica_b, header)  # at once where it was revoked
+    clock.now += 1.9
+    await replica_a.authenticate(header)  # still cached on the other replica...
+    clock.now += 0.2
+    await deny(replica_a, header)  # ...but not beyond the TTL
+
+
+async def test_hot_path_uses_the_cache(redis_client: aioredis.Redis) -> None:
+    clock = Clock()
+    store = auth.KeyStore(redis_client, clock=clock)
+    key, _ = await store.create()
+    await store.authenticate(f"Bearer {key}")
+    await redis_client.flushdb()  # if the next call hit Redis it would fail
+    await store.authenticate(f"Bearer {key}")
+    clock.now += auth.CACHE_TTL_S + 0.01
+    await deny(store, f"Bearer {key}")
+
+
+async def test_a_new_key_from_another_replica_works_after_the_negative_cache_expires(
+    redis_client: aioredis.Redis,
+) -> None:
+    clock = Clock()
+    replica_a = auth.KeyStore(redis_client, clock=clock)
+    # Bootstrap keys are deterministic: probe one on A before B adds it.
+    bootstrap = "another-bootstrap-key-42"
+    await deny(replica_a, f"Bearer {bootstrap}")
+    await auth.KeyStore(redis_client).add_plaintext(bootstrap)
+    clock.now += auth.CACHE_TTL_S + 0.01
+    await replica_a.authenticate(f"Bearer {bootstrap}")
+
+
+async def test_the_cache_is_bounded() -> None:
+    store = auth.KeyStore(cache_size=3)
+    for i in range(10):
+        await deny(store, f"Bearer unknown-key-{i}")
+    assert len(store._cache) == 3
+
+
+# -- bootstrap keys --------------------------------------------------------------------------------
+
+
+async def test_add_plaintext_is_idempotent_and_deterministic(redis_client: aioredis.Redis) -> None:
+    key = "env-provided-key-0001"
+    first = await auth.KeyStore(redis_client).add_plaintext(key, ["chat"], name="env")
+    again = await auth.KeyStore().add_plaintext(key, ["chat"], name="env")  # another process, in memory
+    assert first.key_id == again.key_id and first.tenant == first.key_id
+    assert auth.hash_key(key)[:16] not in first.key_id  # the id does not reveal part of the stored hash
+
+    store = auth.KeyStore(redis_client)
+    updated = await store.add_plaintext(key, ["chat", "metrics"])
+    assert updated.key_id == first.key_id and updated.created_at == first.created_at and updated.name == "env"
+    assert updated.scopes == frozenset({"chat", "metrics"})
+    assert len(await store.list()) == 1
+    principal = await store.authenticate(f"Bearer {key}")
+    assert principal.scopes == frozenset({"chat", "metrics"}) and principal.tenant == first.key_id
+
+
+async def test_add_plaintext_never_resurrects_a_revoked_key(store: auth.KeyStore) -> None:
+    key = "revoked-bootstrap-key-01"
+    record = await store.add_plaintext(key, tenant="team-x")
+    assert record.tenant == "team-x"
+    await store.revoke(record.key_id)
+    again = await store.add_plaintext(key)
+    assert again.revoked and again.tenant == "team-x"
+    await deny(store, f"Bearer {key}")
+
+
+@pytest.mark.parametrize("key", ["short", "has spaces in it ok?", "colon:inside-the-key-123", ""])
+async def test_add_plaintext_rejects_weak_or_odd_keys_without_echoing(store: auth.KeyStore, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        await store.add_plaintext(key)
+    if key:
+        assert key not in info.value.message
+
+
+# -- ORCHESTRA_API_KEYS ----------------------------------------------------------------------------
+
+
+def test_parse_api_keys_env() -> None:
+    assert auth.parse_api_keys_env("") == []
+    assert auth.parse_api_keys_env("  ") == []
+    parsed = auth.parse_api_keys_env(
+        "first-key-0000000001, second-key-000000002:chat+metrics ,third-key-00000003:admin"
+    )
+    assert parsed == [
+        ("first-key-0000000001", frozenset({"chat"})),
+        ("second-key-000000002", frozenset({"chat", "metrics"})),
+        ("third-key-00000003", frozenset({"admin"})),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "position", "problem"),
+    [
+        ("good-key-0000000001,,other-key-000000002", 2, "empty key"),
+        ("good-key-0000000001,", 2, "empty key"),
+        (":chat", 1, "empty key"),
+        ("good-key-0000000001,secret-key-00000002:chat+secretpart", 2, "unknown scope"),
+        ("secret-key-00000002:", 1, "at least one scope"),
+        ("secret-key-00000002:chat+", 1, "empty scope name"),
+        ("secret-short", 1, "shorter than 16"),
+        ("secret key with space", 1, "may only contain"),
+        ("secret-key-00000002,secret-key-00000002", 2, "same key as entry 1"),
+    ],
+)
+def test_parse_api_keys_env_errors_name_the_position_not_the_key(
+    value: str, position: int, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        auth.parse_api_keys_env(value)
+    assert f"entry {position}" in info.value.message and problem in info.value.message
+    assert info.value.details["entry"] == position
+    assert "secret" not in json.dumps(info.value.to_dict())
+
+
+async def test_env_keys_round_trip_through_the_store(store: auth.KeyStore) -> None:
+    for key, scopes in auth.parse_api_keys_env("ops-key-000000000001:metrics,user-key-00000000001"):
+        await store.add_plaintext(key, scopes, name="env")
+    ops = await store.authenticate("Bearer ops-key-000000000001")
+    auth.require_scope(ops, "metrics")
+    with pytest.raises(AuthenticationError):
+        auth.require_scope(ops, "chat")
+    user = await store.authenticate("Bearer user-key-00000000001")
+    assert user.scopes == frozenset({"chat"}) and user.tenant != ops.tenant
+
+
+# -- Redis down ------------------------------------------------------------------------------------
+
+
+def _dead_redis(**kwargs: Any) -> tuple[socket.socket, aioredis.Redis]:
+    """A client for a port that is bound but not listening: every connection is refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, aioredis.Redis(port=sock.getsockname()[1], socket_connect_timeout=0.5, **kwargs)
+
+
+async def test_redis_down_is_service_unavailable() -> None:
+    sock, client = _dead_redis(retry=Retry(NoBackoff(), 0))
+    with sock:
+        store = auth.KeyStore(client)
+        for call in (
+            store.authenticate("Bearer some-key-that-is-long"),
+            store.create(),
+            store.list(),
+            store.revoke("key_x"),
+            store.add_plaintext("bootstrap-key-00000001"),
+        ):
+            with pytest.raises(ServiceUnavailableError) as info:
+                await call
+            assert info.value.http_status == 503 and info.value.retry_after == 1
+        await client.aclose()
+
+
+async def test_the_timeout_bounds_the_client_retries() -> None:
+    sock, client = _dead_redis()  # default client: retries with exponential backoff (seconds)
+    with sock:
+        store = auth.KeyStore(client, timeout_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailableError):
+            await store.authenticate("Bearer some-key-that-is-long")
+        assert time.monotonic() - started < 1.0
+        await client.aclose()
