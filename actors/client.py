@@ -188,6 +188,32 @@ class OrchestraHandle:
             raise NotFoundError(f"no session {session_id!r}")
         return s  # type: ignore[no-any-return]
 
+    async def asession(self, session_id: str) -> Session:
+        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
+        s = await shard.session.remote(self.tenant, session_id)
+        if s is None:
+            raise NotFoundError(f"no session {session_id!r}")
+        return s  # type: ignore[no-any-return]
+
+    async def aend_session(self, session_id: str) -> Session:
+        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
+        s = await shard.end_session.remote(self.tenant, session_id)
+        if s is None:
+            raise NotFoundError(f"no session {session_id!r}")
+        return s  # type: ignore[no-any-return]
+
+    async def areset_session(self, session_id: str) -> bool:
+        """Forget the session's turns (its context); False when there is no such session."""
+        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
+        return await shard.reset_session.remote(self.tenant, session_id)  # type: ignore[no-any-return]
+
+    async def ateams(self) -> list[TeamInfo]:
+        return await self._shards[0].teams.remote()  # type: ignore[no-any-return]
+
+    async def ainfo(self) -> list[dict[str, Any]]:
+        """Every shard's info; raises when a shard does not answer (used by health probes)."""
+        return list(await asyncio.gather(*(s.info.remote() for s in self._shards)))
+
     def running(self) -> list[str]:
         return [r for rs in ray.get([s.running.remote(self.tenant) for s in self._shards]) for r in rs]
 

@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result as spec §5 JSON")
     run.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a new local Ray)")
     sub.add_parser("teams", help="list the configured teams and their modes")
+    srv = sub.add_parser("serve", help="run the HTTP/WebSocket server (Ray Serve) with embedded defaults")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    srv.add_argument("--serve-config", help="Serve config YAML (default configs/serve.yaml)")
+    srv.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a new local Ray)")
     return p
 
 
@@ -128,6 +133,63 @@ async def _run_ray(args: argparse.Namespace) -> int:
     return 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Start Ray (or join one), deploy the app, print how to call it, and stop cleanly on Ctrl-C."""
+    import os
+    import signal
+    import threading
+    from pathlib import Path
+
+    from ._embedded import EmbeddedRedis, dev_key
+
+    load_config(args.config)  # a bad swarms config stops us here, before anything starts
+    if args.config:
+        os.environ["ORCHESTRA_CONFIG"] = str(Path(args.config).resolve())
+    redis: EmbeddedRedis | None = None
+    if not os.environ.get("ORCHESTRA_REDIS_URL"):
+        redis = EmbeddedRedis()
+        os.environ["ORCHESTRA_REDIS_URL"] = redis.url
+    key = dev_key()
+    extra = os.environ.get("ORCHESTRA_API_KEYS", "")
+    os.environ["ORCHESTRA_API_KEYS"] = ",".join(filter(None, [extra, f"{key}:chat+metrics+admin"]))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Serve's proxy then answers X-Request-ID as the spec says (see orchestra/_proxy.py).
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "orchestra._proxy:middlewares")
+    try:
+        import ray
+        from ray import serve
+
+        import serve_app
+
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        env = {k: v for k, v in os.environ.items() if k.startswith("ORCHESTRA_")}
+        options = serve_app.deployment_options(Path(args.serve_config)) if args.serve_config else None
+        serve.run(serve_app.build_app(options, env=env), name="orchestra", route_prefix="/")
+        url = f"http://{args.host}:{args.port}"
+        print(f"\nAI Orchestra is serving at {url}  (API docs: {url}/docs)")
+        print(f"development key (chat, metrics, admin; stored in .orchestra/dev-key): {key}")
+        print(f"try:  curl -s {url}/chat/v2/chat -H 'Authorization: Bearer {key}' \\")
+        print(
+            "        -H 'Content-Type: application/json' -d '{\"message\": \"Write a haiku about actors\"}'"
+        )
+        print("Ctrl-C stops the server.", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        print("\nstopping...", flush=True)
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+    finally:
+        if redis is not None:
+            redis.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -144,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"model={s['model']} deadline={s['deadline_s']:g}s"
                     )
             return 0
+        if args.command == "serve":
+            return _serve(args)
         provider = load_config(args.config).resolved_provider()
         if provider == "scripted":
             print(

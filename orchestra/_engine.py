@@ -171,6 +171,7 @@ class Engine:
             # Our caller went away: stop the run too so no work is left behind.
             task.cancel()
             await self.runtime.cancel_run(request.run_id)
+            await asyncio.gather(task, return_exceptions=True)
             raise
         finally:
             self._running.pop(request.run_id, None)
@@ -316,10 +317,14 @@ class Engine:
                 if queue.empty():
                     getter = asyncio.ensure_future(queue.get())
                     waiter = asyncio.ensure_future(done.wait())
-                    await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    if not getter.done():
-                        getter.cancel()
+                    try:
+                        await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:  # also when we are cancelled while waiting: leave no task behind
+                        waiter.cancel()
+                        got = getter.done()
+                        if not got:
+                            getter.cancel()
+                    if not got:  # the run ended with nothing more queued
                         break
                     batch: list[RunEvent] = [getter.result()]
                 else:

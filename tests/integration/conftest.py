@@ -51,3 +51,66 @@ def orchestra_handle(ray_session: Any, raw_config: dict[str, Any]) -> Any:
     handle = orchestra.connect(config=cfg, namespace="orchestra-test")
     handle.warm_up()
     return handle
+
+
+class ServeInfo:
+    """The running Serve app of the test session and the keys it knows."""
+
+    def __init__(self, base_url: str, ws_url: str) -> None:
+        self.base_url = base_url
+        self.ws_url = ws_url
+        self.chat_key = "test-chat-key-0001"
+        self.metrics_key = "test-metrics-key-0001"
+        self.other_key = "test-other-tenant-key-0001"
+        self.burst_key = "test-burst-key-0001"
+        # one key per test that sends many requests, so no test eats another's rate-limit budget
+        self.keys = [f"test-key-{i:02d}-abcdef" for i in range(24)]
+
+    def key(self, i: int) -> str:
+        return self.keys[i]
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.chat_key}"}
+
+
+@pytest.fixture(scope="session")
+def serve_app(
+    ray_session: Any, redis_server: str, raw_config: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeInfo]:
+    """The whole application on real Ray Serve over real HTTP, with a real redis-server (one per session)."""
+    from ray import serve
+
+    import serve_app as app_module
+    from orchestra._embedded import free_port
+
+    config_path = tmp_path_factory.mktemp("serve") / "swarms.yaml"
+    import yaml
+
+    config_path.write_text(yaml.safe_dump(integration_raw_config(raw_config)))
+    info = ServeInfo("", "")
+    env = {
+        "ORCHESTRA_REDIS_URL": redis_server,
+        "ORCHESTRA_CONFIG": str(config_path),
+        "ORCHESTRA_LLM_PROVIDER": "scripted",
+        "ORCHESTRA_API_KEYS": ",".join(
+            [
+                f"{info.chat_key}:chat",
+                f"{info.metrics_key}:chat+metrics",
+                f"{info.other_key}:chat",
+                f"{info.burst_key}:chat",
+                *info.keys,
+            ]
+        ),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    os.environ.update(env)
+    options = app_module.deployment_options()
+    # Two ingress replicas: /metrics must show the same totals through either.
+    options["Ingress"]["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app_module.build_app(options, env=env), name="orchestra", route_prefix="/")
+    info.base_url = f"http://127.0.0.1:{port}"
+    info.ws_url = f"ws://127.0.0.1:{port}"
+    yield info
+    serve.shutdown()
