@@ -175,7 +175,9 @@ def _serve(args: argparse.Namespace) -> int:
         )
         print("Ctrl-C stops the server.", flush=True)
         stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        # Both signals explicitly: a shell starting us in the background makes SIGINT ignored by default.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
         try:
             while not stop.wait(1.0):
                 pass
