@@ -345,3 +345,45 @@ def test_autoscaling_config_of_each_mode_is_applied(serve_app: ServeInfo) -> Non
             assert applied[field] == value, (name, field)
     ingress_replicas = [r for r in deployments["Ingress"]["replicas"] if r["state"] == "RUNNING"]
     assert len(ingress_replicas) == 2
+
+
+async def test_invalid_request_id_is_replaced(client: httpx.AsyncClient, serve_app: ServeInfo) -> None:
+    r = await client.get(
+        "/chat/v2/sessions/none", headers={**serve_app.auth(serve_app.key(15)), "X-Request-ID": "not-a-uuid"}
+    )
+    body = check_error(r, 404, "NOT_FOUND")
+    assert (
+        UUID_RE.match(body["metadata"]["request_id"])
+        and r.headers["X-Request-ID"] == body["metadata"]["request_id"]
+    )
+    assert r.headers.get_list("X-Request-ID") == [body["metadata"]["request_id"]]  # exactly one header
+
+
+async def test_redis_outage_is_503_and_degrades_health(
+    client: httpx.AsyncClient, serve_app: ServeInfo, redis_server: str
+) -> None:
+    import os
+    import signal
+
+    import redis as sync_redis
+
+    pid = int(sync_redis.Redis.from_url(redis_server).info("server")["process_id"])
+    h = serve_app.auth(serve_app.key(16))
+    assert (await client.get("/chat/v2/sessions/x", headers=h)).status_code == 404  # key now cached
+    os.kill(pid, signal.SIGSTOP)  # Redis stops answering, as a hung or partitioned server would
+    try:
+        r = await client.get("/chat/v2/sessions/x", headers=h)
+        check_error(r, 503, "SERVICE_UNAVAILABLE")
+        assert int(r.headers["Retry-After"]) >= 1
+        health = (await client.get("/health")).json()
+        assert health["status"] == "degraded" and health["components"]["memory_system"] == "degraded"
+        ready = await client.get("/readiness")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert ready.json()["checks"]["database"] is False
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for _ in range(50):  # and it recovers by itself
+        if (await client.get("/readiness")).status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert (await client.get("/chat/v2/sessions/x", headers=h)).status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -180,3 +181,41 @@ async def test_commands_and_status(serve_app: ServeInfo) -> None:
         with pytest.raises(ConnectionClosed) as info:
             await recv(ws)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1000
+
+
+async def test_rate_limited_open_closes_4429(serve_app: ServeInfo) -> None:
+    """Opening a connection counts as a request of the key: a burst of opens runs out of the bucket."""
+    key = serve_app.key(17)
+
+    async def open_one(i: int) -> int:
+        async with connect(
+            url(serve_app, f"burst-{i}", "ws-burst"), additional_headers=serve_app.auth(key)
+        ) as ws:
+            try:
+                frame = await recv(ws)
+                assert frame["data"]["action"] == "connected"
+                return 0
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return closed.rcvd.code
+
+    codes = await asyncio.gather(*(open_one(i) for i in range(80)))
+    assert codes.count(4429) >= 10 and set(codes) <= {0, 4429}
+    assert 50 <= codes.count(0) < 80
+
+
+async def test_message_rate_limit_drops_with_error_frame(serve_app: ServeInfo) -> None:
+    async with connect(
+        url(serve_app, "c7", "ws-session-7"), additional_headers=serve_app.auth(serve_app.key(18))
+    ) as ws:
+        await recv(ws)
+        for _ in range(14):  # capacity 10 per connection
+            await send(ws, "control", {"action": "ping"})
+        frames = [await recv(ws) for _ in range(14)]
+        pongs = [f for f in frames if f["data"].get("action") == "pong"]
+        limited = [f for f in frames if f["data"].get("action") == "error"]
+        assert len(pongs) == 10 and len(limited) == 4
+        assert limited[0]["data"]["error"]["code"] == "RATE_LIMIT_ERROR"
+        await asyncio.sleep(0.7)  # 100/min refills one message in 0.6 s; the connection is still open
+        await send(ws, "control", {"action": "ping"})
+        assert (await recv(ws))["data"]["action"] == "pong"
