@@ -35,8 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="run the HTTP/WebSocket server (Ray Serve) with embedded defaults")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    srv.add_argument("--serve-config", help="Serve config YAML (default configs/serve.yaml)")
-    srv.add_argument("--address", help="Ray address (default: $RAY_ADDRESS or a new local Ray)")
+    srv.add_argument(
+        "--config",
+        dest="serve_config",
+        help="Serve config YAML with the deployment settings (configs/serve.yaml)",
+    )
+    srv.add_argument("--address", help="Ray address: 'local' forces a new one (default: $RAY_ADDRESS or new)")
     return p
 
 
