@@ -199,3 +199,21 @@ async def test_sessions_spread_over_orchestrator_shards(ray_session: Any, raw_co
         assert all(o["sessions"] > 0 for o in orchestrators)
     finally:
         handle.shutdown()
+
+
+def test_teams_listing_and_detached_orchestrator(ray_session: Any, orchestra_handle: Any) -> None:
+    teams = {t.swarm_type: t for t in orchestra_handle.teams()}
+    assert {"coding-team", "research-team", "creative-team", "coding-debate"} <= set(teams)
+    assert teams["coding-debate"].modes["quality"]["agents"] == {"coder": 4}
+    assert teams["coding-debate"].modes["lite"]["deadline_s"] == 30
+
+    from ray._private.state import actors as actor_table  # the GCS table; the state API needs a dashboard
+
+    handle = orchestra.connect(config=orchestra_handle.config, namespace="orchestra-detached", detached=True)
+    try:
+        info = handle.actors()[0]
+        row = actor_table()[info["actor_id"]]
+        assert row["Name"] == "orchestrator-0" and row["IsDetached"] is True
+        assert actor_table()[orchestra_handle.actors()[0]["actor_id"]]["IsDetached"] is False
+    finally:
+        handle.shutdown()
