@@ -29,7 +29,7 @@ _TOKENS = re.compile(r"\s*\S+\s*")
 
 def count_tokens(text: str) -> int:
     """The scripted provider's token count: whitespace-separated words."""
-    return len(_WORDS.findall(text))
+    return len(text.split())  # same count as the regex \S+, several times faster on long prompts
 
 
 def _digest(*parts: object) -> int:
