@@ -12,11 +12,13 @@ import ray
 
 from orchestra import (
     ChatResult,
+    InternalError,
     NotFoundError,
     OrchestraConfig,
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunRequest,
     Session,
     TeamInfo,
     Transcript,
@@ -38,6 +40,53 @@ def shard_of(tenant: str, session_id: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
+class _ChatBatcher:
+    """Sends the chats started in one event-loop tick as one ``chat_many`` call to a shard, and resolves
+    their futures from the batches of results it streams back."""
+
+    def __init__(self, shard: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._shard = shard
+        self._pending: list[tuple[RunRequest, asyncio.Future[ChatResult | BaseException]]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    def submit(self, request: RunRequest) -> asyncio.Future[ChatResult | BaseException]:
+        future: asyncio.Future[ChatResult | BaseException] = self.loop.create_future()
+        if not self._pending:
+            self.loop.call_soon(self._flush)
+        self._pending.append((request, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = self.loop.create_task(self._run(batch))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _run(self, batch: list[tuple[RunRequest, asyncio.Future[ChatResult | BaseException]]]) -> None:
+        futures = {request.run_id: future for request, future in batch}
+        try:
+            async for ref in self._shard.chat_many.remote([request for request, _ in batch]):
+                for run_id, outcome in await ref:
+                    future = futures.pop(run_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(outcome)
+        except Exception as e:  # the orchestrator died or the call failed: every chat of the batch fails
+            cause = getattr(e, "cause", None)
+            error: BaseException = (
+                cause
+                if isinstance(cause, Exception)
+                else InternalError("the orchestrator call failed", details={"reason": type(e).__name__})
+            )
+            for future in futures.values():
+                if not future.done():
+                    future.set_result(error)
+            return
+        for future in futures.values():
+            if not future.done():
+                future.set_result(InternalError("the orchestrator ended without an answer"))
+
+
 class OrchestraHandle:
     """Talks to the orchestrator shards. Sync methods block; ``a``-prefixed ones and ``stream`` are async."""
 
@@ -45,6 +94,7 @@ class OrchestraHandle:
         self.config = config
         self._shards = shards
         self.tenant = tenant
+        self._batchers: dict[tuple[int, int], _ChatBatcher] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -107,14 +157,24 @@ class OrchestraHandle:
             user_context=user_context,
             run_id=run_id,
         )
-        ref = shard.chat.remote(request)
+        future = self._batcher(shard).submit(request)
         try:
-            return await ref  # type: ignore[no-any-return]
+            outcome = await asyncio.shield(future)
         except asyncio.CancelledError:
+            future.cancel()
             await shard.cancel.remote(request.run_id, request.tenant)
             raise
-        except Exception as e:
-            raise self._unwrap(e) from None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _batcher(self, shard: Any) -> _ChatBatcher:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), id(shard))
+        batcher = self._batchers.get(key)
+        if batcher is None or batcher.loop is not loop:
+            batcher = self._batchers[key] = _ChatBatcher(shard, loop)
+        return batcher
 
     async def stream(
         self,

@@ -19,6 +19,7 @@ from orchestra import (
     Engine,
     NotFoundError,
     OrchestraConfig,
+    OrchestraError,
     RunEvent,
     RunRequest,
     Session,
@@ -83,6 +84,38 @@ class Orchestrator:
     async def chat(self, request: RunRequest) -> ChatResult:
         self._ensure_sweeper()
         return await self._engine.run(request)
+
+    async def chat_many(
+        self, requests: list[RunRequest]
+    ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
+        """Run many chats; yield (run_id, result or error) in batches as they finish.
+
+        One call and a few yields instead of one call per chat: on a busy orchestrator the Ray per-call
+        cost, not the swarm, is what limits throughput (benchmarks W1/W2).
+        """
+        self._ensure_sweeper()
+        done: asyncio.Queue[tuple[str, ChatResult | OrchestraError]] = asyncio.Queue()
+
+        async def one(request: RunRequest) -> None:
+            try:
+                outcome: ChatResult | OrchestraError = await self._engine.run(request)
+            except OrchestraError as e:
+                outcome = e
+            done.put_nowait((request.run_id, outcome))
+
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        remaining = len(tasks)
+        try:
+            while remaining:
+                batch = [await done.get()]
+                await asyncio.sleep(0)  # let chats finishing in this same tick join the batch
+                while not done.empty():
+                    batch.append(done.get_nowait())
+                remaining -= len(batch)
+                yield batch
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
         self._ensure_sweeper()
