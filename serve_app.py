@@ -42,7 +42,7 @@ from orchestra import _api as api
 from orchestra._auth import KeyStore, Principal, parse_api_keys_env, require_scope
 from orchestra._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from orchestra._metrics import Metrics, MetricsAggregator, MetricsPusher
-from orchestra._ratelimit import LocalTokenBucket, RedisTokenBucket, rate_limit_headers
+from orchestra._ratelimit import LocalTokenBucket, RedisTokenBucket, limits_from_env, rate_limit_headers
 from orchestra._ws import (
     CLOSE_AUTH_FAILED,
     CLOSE_INVALID_PATH,
@@ -335,7 +335,10 @@ class Ingress:
         self._config = self._orchestra.config
         self._redis = aioredis.Redis.from_url(_redis_url(), socket_timeout=2, socket_connect_timeout=2)
         self._keys = KeyStore(self._redis)
-        self._limiter = RedisTokenBucket(self._redis)
+        per_minute, burst = limits_from_env()  # spec default 1000/min, burst 50
+        self._limiter = RedisTokenBucket(
+            self._redis, capacity=burst, refill_per_s=per_minute / 60, limit_per_minute=per_minute
+        )
         self._replica_metrics = _ReplicaMetrics("ingress")
         self._metrics = self._replica_metrics.metrics
         self._bootstrap: asyncio.Task[None] | None = None
@@ -362,7 +365,8 @@ class Ingress:
         if not decision.allowed:
             self._metrics.rate_limited()
             raise orchestra.RateLimitError(
-                "rate limit exceeded: 1000 requests per minute, burst 50",
+                f"rate limit exceeded: {self._limiter.limit} requests per minute, "
+                f"burst {self._limiter.capacity}",
                 details={"limit": decision.limit, "retry_after": decision.retry_after_s},
                 retry_after=decision.retry_after_s,
             )

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ._errors import RateLimitError, ServiceUnavailableError
+from ._errors import ConfigError, RateLimitError, ServiceUnavailableError
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -48,6 +49,7 @@ __all__ = [
     "LocalTokenBucket",
     "RateLimitDecision",
     "RedisTokenBucket",
+    "limits_from_env",
     "rate_limit_error",
     "rate_limit_headers",
 ]
@@ -60,6 +62,36 @@ WS_LIMIT_PER_MINUTE = 100
 WS_REFILL_PER_S = WS_LIMIT_PER_MINUTE / 60
 
 _US = 1_000_000
+
+
+def limits_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """The per-key HTTP limit as ``(requests per minute, burst)``.
+
+    ``ORCHESTRA_RATE_LIMIT_PER_MINUTE`` / ``ORCHESTRA_RATE_LIMIT_BURST`` override the spec's 1000 / 50
+    (operators with other contracts, and benchmarks that must not be throttled). A bad value is a
+    ``ConfigError`` at replica start-up, never a silently different limit.
+    """
+    env = os.environ if environ is None else environ
+    values = []
+    for name, default in (
+        ("ORCHESTRA_RATE_LIMIT_PER_MINUTE", DEFAULT_LIMIT_PER_MINUTE),
+        ("ORCHESTRA_RATE_LIMIT_BURST", DEFAULT_CAPACITY),
+    ):
+        raw = env.get(name, "").strip()
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not an integer", details={"field": name}) from None
+        if value < 1:
+            raise ConfigError(f"{name}={raw!r} must be at least 1", details={"field": name})
+        values.append(value)
+    per_minute, burst = values
+    if per_minute > 60 * _US:  # the GCRA interval is whole microseconds
+        raise ConfigError(
+            "ORCHESTRA_RATE_LIMIT_PER_MINUTE is too high (at most 60000000)",
+            details={"field": "ORCHESTRA_RATE_LIMIT_PER_MINUTE"},
+        )
+    return per_minute, burst
 
 
 @dataclass(frozen=True)

@@ -341,3 +341,24 @@ async def test_local_async_acquire_matches_sync() -> None:
     results = [(await bucket.acquire("conn")).allowed for _ in range(11)]
     assert results == [True] * 10 + [False]
     assert bucket.acquire_now("conn").retry_after_s == pytest.approx(0.6)
+
+
+def test_limits_from_env_defaults_overrides_and_errors() -> None:
+    from orchestra import ConfigError
+    from orchestra._ratelimit import limits_from_env
+
+    assert limits_from_env({}) == (1000, 50)  # the spec's numbers
+    assert limits_from_env(
+        {"ORCHESTRA_RATE_LIMIT_PER_MINUTE": "6000", "ORCHESTRA_RATE_LIMIT_BURST": "7"}
+    ) == (
+        6000,
+        7,
+    )
+    for env in (
+        {"ORCHESTRA_RATE_LIMIT_PER_MINUTE": "lots"},
+        {"ORCHESTRA_RATE_LIMIT_BURST": "0"},
+        {"ORCHESTRA_RATE_LIMIT_PER_MINUTE": "60000001"},
+    ):
+        with pytest.raises(ConfigError) as info:
+            limits_from_env(env)
+        assert info.value.details["field"].startswith("ORCHESTRA_RATE_LIMIT_")
