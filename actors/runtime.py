@@ -80,10 +80,10 @@ class _Batcher:
 class RayRuntime:
     """Sends turns to agent actors created on first use by ``factory``."""
 
-    def __init__(self, config: OrchestraConfig, factory: ActorFactory, *, max_batch: int = 256) -> None:
+    def __init__(self, config: OrchestraConfig, factory: ActorFactory, *, max_batch: int | None = None) -> None:
         self._config = config
         self._factory = factory
-        self._max_batch = max_batch
+        self._max_batch = max_batch or config.runtime.max_batch_turns
         self._actors: dict[tuple[str, str], Any] = {}
         self._batchers: dict[tuple[str, str], _Batcher] = {}
         self._runs: dict[str, set[tuple[str, str]]] = {}

@@ -186,6 +186,15 @@ class RuntimeConfig(_Model):
         le=0.1,
         description="Turns for one agent actor sent within this window share one actor call (0 = same tick).",
     )
+    max_batch_turns: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description=(
+            "Most turns in one agent actor call. Small batches keep the orchestrator and the agents working "
+            "in parallel (W1: 32 gives ~25% more sessions/s than 256 on 2 cores)."
+        ),
+    )
     history_turns: int = Field(
         default=6, ge=0, le=100, description="Prior session turns given to the agents as context."
     )
