@@ -138,10 +138,14 @@ def run_w1(
     impls: Sequence[str] = ("orchestra", "asyncio", "autogen"),
     total_factor: int = 10,
     progress: Progress | None = None,
+    skip: Sequence[tuple[float, int]] = (),
 ) -> dict[str, Any]:
+    """The grid lats x cs (minus ``skip`` points) for each implementation; see the module docstring."""
     points: list[dict[str, Any]] = []
     for lat in lats:
         for c in cs:
+            if (lat, c) in skip:
+                continue
             for impl in impls:
                 total = total_factor * c
                 measured = IMPLS[impl](lat, c, total)

@@ -53,7 +53,7 @@ def run_w2(quick: bool = True, progress: Progress | None = None) -> dict[str, An
     from actors import AgentActor
     from orchestra._embedded import EmbeddedRedis, free_port
 
-    n = 200 if quick else 1000
+    n = 100 if quick else 1000
     raw = _raw_config()
     cfg = orchestra.load_config(raw)
     for var in ("ORCHESTRA_SCRIPTED_LATENCY_S", "ORCHESTRA_SCRIPTED_TOKENS_PER_S"):
