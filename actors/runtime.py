@@ -80,7 +80,9 @@ class _Batcher:
 class RayRuntime:
     """Sends turns to agent actors created on first use by ``factory``."""
 
-    def __init__(self, config: OrchestraConfig, factory: ActorFactory, *, max_batch: int | None = None) -> None:
+    def __init__(
+        self, config: OrchestraConfig, factory: ActorFactory, *, max_batch: int | None = None
+    ) -> None:
         self._config = config
         self._factory = factory
         self._max_batch = max_batch or config.runtime.max_batch_turns
