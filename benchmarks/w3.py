@@ -72,7 +72,7 @@ class Plan:
     rounds: int  # each round measures both apps, in alternating order
 
 
-QUICK = Plan(concurrency=(1, 16), headline=16, duration_s=3.0, warmup_s=1.0, rounds=1)
+QUICK = Plan(concurrency=(1, 16), headline=16, duration_s=2.0, warmup_s=0.5, rounds=1)
 FULL = Plan(concurrency=(1, 16, 64), headline=16, duration_s=10.0, warmup_s=3.0, rounds=3)
 
 WRK_INSTALL = "wrk is not installed; install it with `apt-get install wrk` (Debian/Ubuntu) for W3"
