@@ -123,7 +123,10 @@ def _print_result(result: Any, as_json: bool) -> None:
 async def _run_ray(args: argparse.Namespace) -> int:
     from actors.client import connect
 
-    handle = connect(args.address, config=args.config)
+    # Worker logs stay in Ray's log files: the terminal shows the agents' tokens, not actor noise.
+    handle = connect(
+        args.address, config=args.config, init_kwargs={"log_to_driver": False, "include_dashboard": False}
+    )
     fields = _fields(args)
     message = fields.pop("message")
     if not args.stream:
