@@ -141,16 +141,8 @@ class ModeRunner:
 
     async def chat(self, request: RunRequest) -> ChatResult | OrchestraError:
         self._ensure_pusher()
-        handle = self._handle.with_tenant(request.tenant)
         try:
-            result = await handle.achat(
-                request.message,
-                swarm_type=request.swarm_type,
-                optimization_mode=request.optimization_mode,
-                session_id=request.session_id,
-                user_context=request.user_context,
-                run_id=request.run_id,
-            )
+            result = await self._handle.run(request)  # validated by the ingress: not parsed again
         except OrchestraError as e:
             self._record(None, request.swarm_type or "auto", _outcome(e))
             return e
@@ -163,16 +155,8 @@ class ModeRunner:
 
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
         self._ensure_pusher()
-        handle = self._handle.with_tenant(request.tenant)
         batch: list[RunEvent] = []
-        async for event in handle.stream(
-            request.message,
-            swarm_type=request.swarm_type,
-            optimization_mode=request.optimization_mode,
-            session_id=request.session_id,
-            user_context=request.user_context,
-            run_id=request.run_id,
-        ):
+        async for event in self._handle.run_stream(request):
             batch.append(event)
             if isinstance(event, orchestra.RunCompleted):
                 self._record(event.result, event.result.metadata.swarm_type, "completed")

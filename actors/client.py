@@ -104,8 +104,16 @@ class OrchestraHandle:
         # A session id chosen here keeps a new session's later turns on the same shard.
         fields.setdefault("session_id", uuid.uuid4().hex)
         request = parse_run_request({"message": message, **fields})
+        return request, self._shard_for(request)
+
+    def _shard_for(self, request: RunRequest) -> Any:
         assert request.session_id is not None
-        return request, self._shards[shard_of(request.tenant, request.session_id, len(self._shards))]
+        return self._shards[shard_of(request.tenant, request.session_id, len(self._shards))]
+
+    @staticmethod
+    def _with_session(request: RunRequest) -> RunRequest:
+        # A session id chosen here keeps a new session's later turns on the same shard.
+        return request if request.session_id else request.model_copy(update={"session_id": uuid.uuid4().hex})
 
     @staticmethod
     def _unwrap(error: BaseException) -> BaseException:
@@ -149,7 +157,7 @@ class OrchestraHandle:
         user_context: dict[str, Any] | None = None,
         run_id: str | None = None,
     ) -> ChatResult:
-        request, shard = self._request(
+        request, _ = self._request(
             message,
             swarm_type=swarm_type,
             optimization_mode=optimization_mode,
@@ -157,6 +165,12 @@ class OrchestraHandle:
             user_context=user_context,
             run_id=run_id,
         )
+        return await self.run(request)
+
+    async def run(self, request: RunRequest) -> ChatResult:
+        """Run an already validated request (its ``tenant`` is used as is): the serving layer's entry."""
+        request = self._with_session(request)
+        shard = self._shard_for(request)
         future = self._batcher(shard).submit(request)
         try:
             outcome = await asyncio.shield(future)
@@ -192,7 +206,7 @@ class OrchestraHandle:
         Ends with ``RunCompleted`` (or ``RunFailed``, which is raised instead when ``raise_on_error``).
         Leaving the loop early cancels the run.
         """
-        request, shard = self._request(
+        request, _ = self._request(
             message,
             swarm_type=swarm_type,
             optimization_mode=optimization_mode,
@@ -200,6 +214,15 @@ class OrchestraHandle:
             user_context=user_context,
             run_id=run_id,
         )
+        async for event in self.run_stream(request, raise_on_error=raise_on_error):
+            yield event
+
+    async def run_stream(
+        self, request: RunRequest, *, raise_on_error: bool = False
+    ) -> AsyncIterator[RunEvent]:
+        """``stream`` for an already validated request (its ``tenant`` is used as is)."""
+        request = self._with_session(request)
+        shard = self._shard_for(request)
         finished = False
         try:
             async for ref in shard.stream.remote(request):
