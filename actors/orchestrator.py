@@ -27,6 +27,7 @@ from orchestra import (
     Transcript,
     make_provider,
 )
+from orchestra._memory import InMemoryMemoryStore, MemoryStore, RedisMemoryStore
 
 from .agent import AgentActor
 from .runtime import RayRuntime
@@ -34,6 +35,16 @@ from .runtime import RayRuntime
 __all__ = ["Orchestrator", "agent_actor_name", "orchestrator_name"]
 
 log = logging.getLogger("orchestra.actors")
+
+
+def _memory_store() -> MemoryStore:
+    """Long-term memory in Redis (shared by all shards) when ORCHESTRA_REDIS_URL is set, else in-process."""
+    url = os.environ.get("ORCHESTRA_REDIS_URL")
+    if not url:
+        return InMemoryMemoryStore()
+    import redis.asyncio as aioredis
+
+    return RedisMemoryStore(aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
 
 
 def orchestrator_name(shard: int) -> str:
@@ -54,7 +65,7 @@ class Orchestrator:
         provider = make_provider(config)  # fail here, at start-up, on a bad provider config
         self._provider_label = provider.name
         self._runtime = RayRuntime(config, self._make_agent)
-        self._engine = Engine(config, self._runtime, config.resolved_provider())
+        self._engine = Engine(config, self._runtime, config.resolved_provider(), memory=_memory_store())
         self._sweeper: asyncio.Task[None] | None = None
 
     def _make_agent(self, team: str, instance: str, agent_name: str) -> Any:

@@ -43,6 +43,7 @@ from ._errors import (
     error_from_dict,
 )
 from ._factory import make_provider
+from ._memory import InMemoryMemoryStore, MemoryItem, MemoryStore, RedisMemoryStore
 from ._messages import (
     ChatMetadata,
     ChatResult,
@@ -88,9 +89,12 @@ __all__ = [
     "Engine",
     "EventSink",
     "HistoryTurn",
+    "InMemoryMemoryStore",
     "InternalError",
     "LLMProvider",
     "LocalRuntime",
+    "MemoryItem",
+    "MemoryStore",
     "NotFoundError",
     "OrchestraConfig",
     "OrchestraError",
@@ -103,6 +107,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "RateLimitError",
+    "RedisMemoryStore",
     "RouterConfig",
     "RunCancelledError",
     "RunCompleted",

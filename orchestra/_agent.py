@@ -22,6 +22,10 @@ def build_messages(config: AgentConfig, request: TurnRequest) -> tuple[ChatMessa
     system = config.system_prompt
     if request.user_context:
         system += "\n\nUser context (JSON): " + json.dumps(request.user_context, sort_keys=True)
+    if request.memories:
+        system += "\n\nRelevant memories from the user's earlier sessions:" + "".join(
+            f"\n- User: {m.user}\n  Answer: {m.assistant}" for m in request.memories
+        )
     messages = [ChatMessage(role="system", content=system)]
     for turn in request.history:
         messages.append(ChatMessage(role="user", content=turn.user))

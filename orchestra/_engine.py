@@ -22,11 +22,14 @@ from ._errors import (
     NotFoundError,
     OrchestraError,
     RunCancelledError,
+    ServiceUnavailableError,
     ValidationError,
 )
+from ._memory import InMemoryMemoryStore, MemoryStore
 from ._messages import (
     ChatMetadata,
     ChatResult,
+    HistoryTurn,
     RunCompleted,
     RunEvent,
     RunFailed,
@@ -90,8 +93,16 @@ def team_infos(config: OrchestraConfig, provider: str) -> list[TeamInfo]:
 
 
 class Engine:
-    def __init__(self, config: OrchestraConfig, runtime: AgentRuntime, provider: str) -> None:
+    def __init__(
+        self,
+        config: OrchestraConfig,
+        runtime: AgentRuntime,
+        provider: str,
+        *,
+        memory: MemoryStore | None = None,
+    ) -> None:
         self.config = config
+        self.memory: MemoryStore = memory or InMemoryMemoryStore()
         self.runtime = runtime
         self.provider = provider
         self.sessions = SessionStore(config.runtime.session_ttl_s)
@@ -196,6 +207,18 @@ class Engine:
             history = self.sessions.history(
                 tenant, session_id, self.config.runtime.history_turns, self.config.runtime.history_chars
             )
+            memories: tuple[HistoryTurn, ...] = ()
+            if request.use_memory:
+                try:
+                    recalled = await self.memory.recall(tenant, request.message, exclude_session=session_id)
+                except Exception as e:  # the memory backend is required for this request: 503, not 500
+                    log.warning("memory recall failed for run %s: %r", request.run_id, e)
+                    raise ServiceUnavailableError(
+                        "long-term memory is unavailable; retry, or send use_memory=false",
+                        details={"component": "memory_system"},
+                        retry_after=1.0,
+                    ) from None
+                memories = tuple(HistoryTurn(user=m.message, assistant=m.response) for m in recalled)
             team_run = TeamRun(
                 config=self.config,
                 team_name=team,
@@ -206,6 +229,7 @@ class Engine:
                 runtime=self.runtime,
                 history=history,
                 user_context=request.user_context,
+                memories=memories,
                 stream=stream,
                 sink=sink,
             )
@@ -251,6 +275,11 @@ class Engine:
                 ),
                 run_id=request.run_id,
             )
+            if request.use_memory:
+                try:
+                    await self.memory.remember(tenant, session_id, request.message, result.response)
+                except Exception as e:  # the answer is good; losing it from memory must not lose the answer
+                    log.warning("memory store failed for run %s: %r", request.run_id, e)
             self.sessions.append(
                 tenant,
                 session_id,

@@ -98,6 +98,7 @@ class TurnRequest(_Frozen):
     inputs: tuple[Contribution, ...] = ()
     history: tuple[HistoryTurn, ...] = ()
     user_context: dict[str, Any] = Field(default_factory=dict)
+    memories: tuple[HistoryTurn, ...] = Field(default=(), description="Recalled turns of earlier sessions.")
     model: str
     stream: bool = False
 

@@ -101,6 +101,7 @@ class TeamRun:
     runtime: AgentRuntime
     history: tuple[HistoryTurn, ...] = ()
     user_context: dict[str, Any] = field(default_factory=dict)
+    memories: tuple[HistoryTurn, ...] = ()
     stream: bool = False
     sink: EventSink | None = None
     steps: list[TurnResult] = field(default_factory=list)
@@ -130,6 +131,7 @@ class TeamRun:
             inputs=tuple(inputs),
             history=self.history,
             user_context=self.user_context,
+            memories=self.memories,
             model=self.config.model_for(self.provider, self.team_name, self.mode, agent),
             stream=self.stream,
         )

@@ -387,3 +387,31 @@ async def test_redis_outage_is_503_and_degrades_health(
             break
         await asyncio.sleep(0.1)
     assert (await client.get("/chat/v2/sessions/x", headers=h)).status_code == 404
+
+
+async def test_use_memory_recalls_the_same_keys_earlier_sessions(
+    client: httpx.AsyncClient, serve_app: ServeInfo
+) -> None:
+    me, other = serve_app.auth(serve_app.key(19)), serve_app.auth(serve_app.key(20))
+    body = {"swarm_type": "research-team", "optimization_mode": "lite"}
+
+    async def first_step_prompt(headers: dict[str, str], use_memory: bool) -> int:
+        r = await client.post(
+            "/chat/v2/chat",
+            json={**body, "message": "Which sourdough starter works best?", "use_memory": use_memory},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        return int(r.json()["data"]["metadata"]["processing_steps"][0]["prompt_tokens"])
+
+    baseline = await first_step_prompt(me, use_memory=False)
+    stored = await client.post(
+        "/chat/v2/chat",
+        json={**body, "use_memory": True, "message": "I keep a rye sourdough starter at home"},
+        headers=me,
+    )
+    assert stored.status_code == 200
+    # a new session of the same key: the earlier turn is recalled into every agent's context
+    assert await first_step_prompt(me, use_memory=True) > baseline
+    # another key asking the same recalls nothing of it
+    assert await first_step_prompt(other, use_memory=True) == baseline
