@@ -19,6 +19,7 @@ from orchestra import (
     TurnResult,
     make_provider,
 )
+from orchestra._streaming import close_queue_when_done, queue_batches
 
 __all__ = ["AgentActor"]
 
@@ -72,26 +73,16 @@ class AgentActor:
         self, request: TurnRequest
     ) -> AsyncIterator[list[RunEvent] | TurnResult | OrchestraError]:
         """Run one turn, yielding its events in batches as they come, then the TurnResult."""
-        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
         task = asyncio.ensure_future(
             self._agent.run_turn(request, queue.put_nowait, coalesce_s=self._coalesce_s)
         )
         self._track(request, task)
         self._turns += 1
         self._calls += 1
+        close_queue_when_done(task, queue)
         try:
-            while not task.done() or not queue.empty():
-                if queue.empty():
-                    getter = asyncio.ensure_future(queue.get())
-                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                    if not getter.done():
-                        getter.cancel()
-                        continue
-                    batch = [getter.result()]
-                else:
-                    batch = []
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
+            async for batch in queue_batches(queue):
                 yield batch
             error = task.exception() if not task.cancelled() else OrchestraError("turn cancelled")
             if error is None:

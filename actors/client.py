@@ -257,37 +257,35 @@ class OrchestraHandle:
                 return t  # type: ignore[no-any-return]
         raise NotFoundError(f"no run {run_id!r}")
 
-    def session(self, session_id: str) -> Session:
-        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
-        s = ray.get(shard.session.remote(self.tenant, session_id))
-        if s is None:
+    def _session_shard(self, session_id: str) -> Any:
+        return self._shards[shard_of(self.tenant, session_id, len(self._shards))]
+
+    @staticmethod
+    def _found(session: Session | None, session_id: str) -> Session:
+        if session is None:  # the shard answers None for a missing session or another tenant's
             raise NotFoundError(f"no session {session_id!r}")
-        return s  # type: ignore[no-any-return]
+        return session
+
+    def session(self, session_id: str) -> Session:
+        """The session with its turns (NotFoundError if it is not this tenant's)."""
+        shard = self._session_shard(session_id)
+        return self._found(ray.get(shard.session.remote(self.tenant, session_id)), session_id)
 
     def end_session(self, session_id: str) -> Session:
-        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
-        s = ray.get(shard.end_session.remote(self.tenant, session_id))
-        if s is None:
-            raise NotFoundError(f"no session {session_id!r}")
-        return s  # type: ignore[no-any-return]
+        shard = self._session_shard(session_id)
+        return self._found(ray.get(shard.end_session.remote(self.tenant, session_id)), session_id)
 
     async def asession(self, session_id: str) -> Session:
-        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
-        s = await shard.session.remote(self.tenant, session_id)
-        if s is None:
-            raise NotFoundError(f"no session {session_id!r}")
-        return s  # type: ignore[no-any-return]
+        shard = self._session_shard(session_id)
+        return self._found(await shard.session.remote(self.tenant, session_id), session_id)
 
     async def aend_session(self, session_id: str) -> Session:
-        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
-        s = await shard.end_session.remote(self.tenant, session_id)
-        if s is None:
-            raise NotFoundError(f"no session {session_id!r}")
-        return s  # type: ignore[no-any-return]
+        shard = self._session_shard(session_id)
+        return self._found(await shard.end_session.remote(self.tenant, session_id), session_id)
 
     async def areset_session(self, session_id: str) -> bool:
         """Forget the session's turns (its context); False when there is no such session."""
-        shard = self._shards[shard_of(self.tenant, session_id, len(self._shards))]
+        shard = self._session_shard(session_id)
         return await shard.reset_session.remote(self.tenant, session_id)  # type: ignore[no-any-return]
 
     async def ateams(self) -> list[TeamInfo]:

@@ -43,6 +43,7 @@ from ._patterns import TeamRun, run_pattern
 from ._router import route
 from ._runtime import AgentRuntime
 from ._sessions import Session, SessionStore, SessionTurn
+from ._streaming import close_queue_when_done, queue_batches
 
 __all__ = ["Engine", "parse_run_request", "team_infos"]
 
@@ -337,43 +338,19 @@ class Engine:
         Batches keep the per-event cost low when events cross a process boundary. Closing the iterator
         early cancels the run.
         """
-        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
         task = asyncio.create_task(self.run(request, queue.put_nowait, stream=True))
-        done = asyncio.Event()
-        task.add_done_callback(lambda _: done.set())
+        close_queue_when_done(task, queue)
         try:
-            while True:
-                if queue.empty():
-                    getter = asyncio.ensure_future(queue.get())
-                    waiter = asyncio.ensure_future(done.wait())
-                    try:
-                        await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:  # also when we are cancelled while waiting: leave no task behind
-                        waiter.cancel()
-                        got = getter.done()
-                        if not got:
-                            getter.cancel()
-                    if not got:  # the run ended with nothing more queued
-                        break
-                    batch: list[RunEvent] = [getter.result()]
-                else:
-                    batch = []
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
+            async for batch in queue_batches(queue):
                 yield batch
-            tail: list[RunEvent] = []
-            while not queue.empty():
-                tail.append(queue.get_nowait())
             try:
-                result = task.result()
-                tail.append(RunCompleted(run_id=request.run_id, result=result))
+                final: RunEvent = RunCompleted(run_id=request.run_id, result=task.result())
             except OrchestraError as e:
-                tail.append(RunFailed(run_id=request.run_id, error=e.to_dict()))
+                final = RunFailed(run_id=request.run_id, error=e.to_dict())
             except asyncio.CancelledError:
-                tail.append(
-                    RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict())
-                )
-            yield tail
+                final = RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict())
+            yield [final]
         finally:
             if not task.done():
                 task.cancel()

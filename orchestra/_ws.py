@@ -173,26 +173,9 @@ class EngineBackend:
         self.engine = engine
 
     async def stream(self, request: RunRequest) -> AsyncIterator[RunEvent]:
-        # Not Engine.stream: closed early, that one leaves a pending queue getter and the run's inner task
-        # still cancelling; here a closed stream has cancelled the run *and* waited for it.
-        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
-        run = asyncio.create_task(self.engine.run(request, queue.put_nowait, stream=True))
-        run.add_done_callback(lambda _: queue.put_nowait(None))  # after every event the run emitted
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-            try:
-                yield RunCompleted(run_id=request.run_id, result=run.result())
-            except OrchestraError as e:
-                yield RunFailed(run_id=request.run_id, error=e.to_dict())
-            except asyncio.CancelledError:
-                yield RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict())
-        finally:
-            if not run.done():
-                # engine.cancel waits for the run's own task; False means run() has not started yet.
-                if not await self.engine.cancel(request.run_id, request.tenant):
-                    run.cancel()
-                await asyncio.wait({run})
+        # Closing this early closes Engine.stream, which cancels the run and waits for it.
+        async for event in self.engine.stream(request):
+            yield event
 
     async def cancel(self, run_id: str, tenant: str) -> bool:
         return await self.engine.cancel(run_id, tenant)

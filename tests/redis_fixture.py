@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,14 +17,9 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 
+from orchestra._embedded import free_port
+
 __all__ = ["redis_client", "redis_server", "start_redis_server"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _binary() -> str | None:
@@ -41,7 +35,7 @@ def start_redis_server(directory: str, attempts: int = 3) -> tuple[subprocess.Po
     log_path = os.path.join(directory, "redis.log")
     last_error = ""
     for _ in range(attempts):  # the free port can be taken between probing and binding; try another
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", directory, "--loglevel", "warning", "--logfile", log_path],
