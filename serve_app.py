@@ -40,6 +40,7 @@ from orchestra import (
 )
 from orchestra import _api as api
 from orchestra._auth import KeyStore, Principal, parse_api_keys_env, require_scope
+from orchestra._batching import KeyedBatcher
 from orchestra._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from orchestra._metrics import Metrics, MetricsAggregator, MetricsPusher
 from orchestra._ratelimit import LocalTokenBucket, RedisTokenBucket, limits_from_env, rate_limit_headers
@@ -139,19 +140,24 @@ class ModeRunner:
     def _ensure_pusher(self) -> None:
         self._replica_metrics.ensure_started()
 
-    async def chat(self, request: RunRequest) -> ChatResult | OrchestraError:
+    async def chat_many(
+        self, requests: list[RunRequest]
+    ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
+        """Run a batch of chats (validated by the ingress: not parsed again); yield (run_id, outcome)
+        groups as they finish. Errors travel as values, so one bad chat cannot fail its batch."""
         self._ensure_pusher()
+        kinds = {r.run_id: r.swarm_type or "auto" for r in requests}
         try:
-            result = await self._handle.run(request)  # validated by the ingress: not parsed again
-        except OrchestraError as e:
-            self._record(None, request.swarm_type or "auto", _outcome(e))
-            return e
+            async for group in self._handle.run_many(requests):
+                for run_id, outcome in group:
+                    if isinstance(outcome, ChatResult):
+                        self._record(outcome, outcome.metadata.swarm_type, "completed")
+                    else:
+                        self._record(None, kinds.get(run_id, "auto"), _outcome(outcome))
+                yield group
         except Exception:
-            log.exception("chat %s failed", request.run_id)
-            self._record(None, request.swarm_type or "auto", "error")
-            return InternalError("the chat failed unexpectedly", details={"request_id": request.run_id})
-        self._record(result, result.metadata.swarm_type, "completed")
-        return result
+            log.exception("a batch of %d chats failed", len(requests))
+            raise
 
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
         self._ensure_pusher()
@@ -176,6 +182,12 @@ class ModeRunner:
 def _outcome(error: OrchestraError | str) -> str:
     code = error.code if isinstance(error, OrchestraError) else error
     return {"TIMEOUT_ERROR": "timeout", "CANCELLED": "cancelled"}.get(code, "error")
+
+
+def _mode_failure(error: BaseException | None = None) -> OrchestraError:
+    if error is not None:
+        log.warning("mode deployment call failed: %r", error)
+    return ServiceUnavailableError("the swarm service is unavailable", retry_after=1)
 
 
 def openapi_chat(model: type[Any], example: dict[str, Any]) -> dict[str, Any]:
@@ -314,9 +326,11 @@ class Ingress:
         import redis.asyncio as aioredis
 
         self._modes = {"lite": lite, "balanced": balanced, "quality": quality}
-        self._streams = {m: h.options(stream=True) for m, h in self._modes.items()}
         self._orchestra = orchestra.connect()
         self._config = self._orchestra.config
+        # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
+        by_ref = not self._config.runtime.serve_grpc_handles
+        self._streams = {m: h.options(stream=True, _by_reference=by_ref) for m, h in self._modes.items()}
         self._redis = aioredis.Redis.from_url(_redis_url(), socket_timeout=2, socket_connect_timeout=2)
         self._keys = KeyStore(self._redis)
         per_minute, burst = limits_from_env()  # spec default 1000/min, burst 50
@@ -326,6 +340,7 @@ class Ingress:
         self._replica_metrics = _ReplicaMetrics("ingress")
         self._metrics = self._replica_metrics.metrics
         self._bootstrap: asyncio.Task[None] | None = None
+        self._batchers: dict[str, KeyedBatcher[RunRequest, ChatResult | OrchestraError]] = {}
 
     async def _ready(self) -> None:
         # Keys from the environment are (re)registered once per replica; idempotent.
@@ -337,6 +352,29 @@ class Ingress:
     async def _register_env_keys(self) -> None:
         for key, scopes in parse_api_keys_env(os.environ.get("ORCHESTRA_API_KEYS", "")):
             await self._keys.add_plaintext(key, scopes, name="env")
+
+    def _batcher(self, mode: str) -> KeyedBatcher[RunRequest, ChatResult | OrchestraError]:
+        """Chats for one mode arriving close together go to its deployment as one streaming call."""
+        batcher = self._batchers.get(mode)
+        if batcher is None:
+            stream = self._streams[mode]
+
+            async def send(requests: list[RunRequest]) -> AsyncIterator[Any]:
+                response: Any = stream.chat_many.remote(requests)  # a DeploymentResponseGenerator
+                async for group in response:
+                    yield group
+
+            runtime = self._config.runtime
+            batcher = self._batchers[mode] = KeyedBatcher(
+                send,
+                lambda r: r.run_id,
+                on_error=_mode_failure,
+                on_missing=_mode_failure,
+                window_s=runtime.serve_batch_window_s,
+                max_batch=runtime.serve_max_batch,
+                max_inflight=runtime.serve_max_inflight,
+            )
+        return batcher
 
     # -- shared request handling ------------------------------------------------------------------
 
@@ -402,7 +440,12 @@ class Ingress:
         run = api.to_run_request(body, tenant=principal.tenant, run_id=ctx.request_id)
         if run.swarm_type is not None:
             api.validate_swarm_type(run.swarm_type, list(self._config.teams))
-        outcome = await self._modes[run.optimization_mode].chat.remote(run)
+        future = self._batcher(run.optimization_mode).submit(run)
+        try:
+            outcome = await asyncio.shield(future)
+        except asyncio.CancelledError:  # the client went away: stop its run, not the others of the batch
+            await self._orchestra.with_tenant(run.tenant).acancel(run.run_id)
+            raise
         if isinstance(outcome, OrchestraError):
             raise outcome
         if version == "v1":

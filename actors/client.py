@@ -15,6 +15,7 @@ from orchestra import (
     InternalError,
     NotFoundError,
     OrchestraConfig,
+    OrchestraError,
     RunCompleted,
     RunEvent,
     RunFailed,
@@ -27,6 +28,7 @@ from orchestra import (
     make_provider,
     parse_run_request,
 )
+from orchestra._batching import KeyedBatcher
 
 from ._env import actor_env
 from .orchestrator import Orchestrator, orchestrator_name
@@ -40,51 +42,26 @@ def shard_of(tenant: str, session_id: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
-class _ChatBatcher:
-    """Sends the chats started in one event-loop tick as one ``chat_many`` call to a shard, and resolves
-    their futures from the batches of results it streams back."""
+def _orchestrator_failure(error: BaseException) -> BaseException:
+    """What a chat of a failed ``chat_many`` call resolves to: the actor's own error when it raised one."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, Exception):
+        return cause
+    return InternalError("the orchestrator call failed", details={"reason": type(error).__name__})
 
-    def __init__(self, shard: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._shard = shard
-        self._pending: list[tuple[RunRequest, asyncio.Future[ChatResult | BaseException]]] = []
-        self._inflight: set[asyncio.Task[None]] = set()
 
-    def submit(self, request: RunRequest) -> asyncio.Future[ChatResult | BaseException]:
-        future: asyncio.Future[ChatResult | BaseException] = self.loop.create_future()
-        if not self._pending:
-            self.loop.call_soon(self._flush)
-        self._pending.append((request, future))
-        return future
+def _no_answer() -> BaseException:
+    return InternalError("the orchestrator ended without an answer")
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = self.loop.create_task(self._run(batch))
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
 
-    async def _run(self, batch: list[tuple[RunRequest, asyncio.Future[ChatResult | BaseException]]]) -> None:
-        futures = {request.run_id: future for request, future in batch}
-        try:
-            async for ref in self._shard.chat_many.remote([request for request, _ in batch]):
-                for run_id, outcome in await ref:
-                    future = futures.pop(run_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(outcome)
-        except Exception as e:  # the orchestrator died or the call failed: every chat of the batch fails
-            cause = getattr(e, "cause", None)
-            error: BaseException = (
-                cause
-                if isinstance(cause, Exception)
-                else InternalError("the orchestrator call failed", details={"reason": type(e).__name__})
-            )
-            for future in futures.values():
-                if not future.done():
-                    future.set_result(error)
-            return
-        for future in futures.values():
-            if not future.done():
-                future.set_result(InternalError("the orchestrator ended without an answer"))
+def _send_chats(shard: Any) -> Any:
+    """``KeyedBatcher`` send function: one ``chat_many`` call, its result batches as they stream back."""
+
+    async def send(requests: list[RunRequest]) -> AsyncIterator[list[tuple[str, Any]]]:
+        async for ref in shard.chat_many.remote(requests):
+            yield await ref
+
+    return send
 
 
 class OrchestraHandle:
@@ -94,7 +71,7 @@ class OrchestraHandle:
         self.config = config
         self._shards = shards
         self.tenant = tenant
-        self._batchers: dict[tuple[int, int], _ChatBatcher] = {}
+        self._batchers: dict[tuple[int, int], KeyedBatcher[RunRequest, ChatResult | BaseException]] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -182,13 +159,68 @@ class OrchestraHandle:
             raise outcome
         return outcome
 
-    def _batcher(self, shard: Any) -> _ChatBatcher:
+    def _batcher(self, shard: Any) -> KeyedBatcher[RunRequest, ChatResult | BaseException]:
+        # Chats started in one loop tick travel as one chat_many call to their shard.
         loop = asyncio.get_running_loop()
         key = (id(loop), id(shard))
         batcher = self._batchers.get(key)
         if batcher is None or batcher.loop is not loop:
-            batcher = self._batchers[key] = _ChatBatcher(shard, loop)
+            batcher = self._batchers[key] = KeyedBatcher(
+                _send_chats(shard),
+                lambda r: r.run_id,
+                on_error=_orchestrator_failure,
+                on_missing=_no_answer,
+            )
         return batcher
+
+    async def run_many(
+        self, requests: list[RunRequest]
+    ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
+        """Run validated requests (tenants used as is) with one ``chat_many`` call per shard; yield
+        ``(run_id, result or error)`` in batches as they finish. Leaving early cancels the unfinished."""
+        by_shard: dict[int, list[RunRequest]] = {}
+        for request in map(self._with_session, requests):
+            by_shard.setdefault(id(self._shard_for(request)), []).append(request)
+        shards = {id(s): s for s in self._shards}
+        queue: asyncio.Queue[list[tuple[str, ChatResult | OrchestraError]] | None] = asyncio.Queue()
+
+        async def pump(shard: Any, batch: list[RunRequest]) -> None:
+            unanswered = {r.run_id for r in batch}
+            try:
+                async for ref in shard.chat_many.remote(batch):
+                    group = await ref
+                    unanswered.difference_update(run_id for run_id, _ in group)
+                    queue.put_nowait(group)
+            except Exception as e:
+                error = _orchestrator_failure(e)
+                failure = error if isinstance(error, OrchestraError) else InternalError(str(error))
+                queue.put_nowait([(run_id, failure) for run_id in unanswered])
+                unanswered.clear()
+            finally:
+                if unanswered:
+                    queue.put_nowait([(run_id, InternalError("no answer")) for run_id in unanswered])
+                queue.put_nowait(None)
+
+        unfinished = {r.run_id: (shards[k], r.tenant) for k, b in by_shard.items() for r in b}
+        tasks = [asyncio.ensure_future(pump(shards[k], b)) for k, b in by_shard.items()]
+        running = len(tasks)
+        try:
+            while running:
+                group = await queue.get()
+                if group is None:
+                    running -= 1
+                elif group:
+                    for run_id, _ in group:
+                        unfinished.pop(run_id, None)
+                    yield group
+        finally:
+            for task in tasks:
+                task.cancel()
+            if unfinished:  # the caller left early (client gone, request cancelled): stop those runs
+                await asyncio.gather(
+                    *(shard.cancel.remote(run_id, tenant) for run_id, (shard, tenant) in unfinished.items()),
+                    return_exceptions=True,
+                )
 
     async def stream(
         self,

@@ -9,12 +9,15 @@ turns use one streaming call each, whose token events the agent coalesces: never
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from orchestra import InternalError, OrchestraConfig, OrchestraError, TurnRequest, TurnResult
 from orchestra._agent import EventSink
+from orchestra._batching import KeyedBatcher
+from orchestra._config import RuntimeConfig
 from orchestra._runtime import agent_name_of
 
 __all__ = ["RayRuntime"]
@@ -25,69 +28,37 @@ ActorFactory = Callable[[str, str, str], Any]
 """(team, instance, agent_name) → actor handle."""
 
 
-class _Batcher:
-    """Collects the turns for one actor during one loop tick and sends them as one call."""
+def _turn_batcher(actor: Any, runtime: RuntimeConfig) -> KeyedBatcher[tuple[str, TurnRequest], Any]:
+    """Turns for one actor share one ``handle`` call: at once when none is unanswered, else those that
+    arrive within ``batch_window_s`` (or until a call returns) go together."""
 
-    def __init__(self, actor: Any, max_batch: int, window_s: float) -> None:
-        self._actor = actor
-        self._max = max_batch
-        self._window = window_s
-        self._pending: list[tuple[TurnRequest, asyncio.Future[TurnResult]]] = []
-        self._scheduled = False
-        self._inflight: set[asyncio.Task[None]] = set()  # held so the loop cannot drop a running send
+    async def send(batch: list[tuple[str, TurnRequest]]) -> AsyncIterator[list[tuple[str, Any]]]:
+        results = await actor.handle.remote([request for _, request in batch])
+        yield [(key, result) for (key, _), result in zip(batch, results, strict=True)]
 
-    def submit(self, request: TurnRequest) -> asyncio.Future[TurnResult]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[TurnResult] = loop.create_future()
-        self._pending.append((request, future))
-        if len(self._pending) >= self._max:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            if self._window > 0:
-                loop.call_later(self._window, self._flush)
-            else:
-                loop.call_soon(self._flush)
-        return future
+    def failed(error: BaseException) -> OrchestraError:
+        return InternalError("an agent actor failed", details={"reason": type(error).__name__})
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.ensure_future(self._send(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-
-    async def _send(self, batch: list[tuple[TurnRequest, asyncio.Future[TurnResult]]]) -> None:
-        try:
-            results = await self._actor.handle.remote([req for req, _ in batch])
-        except Exception as e:  # the actor died or the call failed: every turn in the batch fails
-            log.warning("agent actor call failed: %r", e)
-            error = InternalError("an agent actor failed", details={"agent": batch[0][0].agent})
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # the run was cancelled meanwhile
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+    return KeyedBatcher(
+        send,
+        lambda item: item[0],
+        on_error=failed,
+        on_missing=lambda: InternalError("an agent actor returned no result"),
+        window_s=runtime.batch_window_s,
+        max_batch=runtime.max_batch_turns,
+        max_inflight=runtime.max_inflight_calls,
+    )
 
 
 class RayRuntime:
     """Sends turns to agent actors created on first use by ``factory``."""
 
-    def __init__(
-        self, config: OrchestraConfig, factory: ActorFactory, *, max_batch: int | None = None
-    ) -> None:
+    def __init__(self, config: OrchestraConfig, factory: ActorFactory) -> None:
         self._config = config
         self._factory = factory
-        self._max_batch = max_batch or config.runtime.max_batch_turns
         self._actors: dict[tuple[str, str], Any] = {}
-        self._batchers: dict[tuple[str, str], _Batcher] = {}
+        self._batchers: dict[tuple[str, str], KeyedBatcher[tuple[str, TurnRequest], Any]] = {}
+        self._keys = itertools.count()
         self._runs: dict[str, set[tuple[str, str]]] = {}
 
     @property
@@ -98,9 +69,6 @@ class RayRuntime:
         key = (team, instance)
         if key not in self._actors:
             self._actors[key] = self._factory(team, instance, agent_name_of(self._config, team, instance))
-            self._batchers[key] = _Batcher(
-                self._actors[key], self._max_batch, self._config.runtime.batch_window_s
-            )
         return self._actors[key]
 
     async def send(self, request: TurnRequest, sink: EventSink | None = None) -> TurnResult:
@@ -109,7 +77,13 @@ class RayRuntime:
         self._runs.setdefault(request.run_id, set()).add(key)
         if sink is not None:  # events wanted: one streaming call, events arrive in agent-made batches
             return await self._stream(actor, request, sink)
-        return await self._batchers[key].submit(request)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = self._batchers[key] = _turn_batcher(actor, self._config.runtime)
+        outcome = await batcher.submit((str(next(self._keys)), request))
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
 
     async def _stream(self, actor: Any, request: TurnRequest, sink: EventSink) -> TurnResult:
         generator = actor.stream.remote(request)

@@ -112,14 +112,17 @@ def run_w2(quick: bool = True, progress: Progress | None = None) -> dict[str, An
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(serve_app.build_app(env=env), name="orchestra-w2", route_prefix="/")
-        mode = serve.get_deployment_handle("ModeLite", app_name="orchestra-w2")
+        mode = serve.get_deployment_handle("ModeLite", app_name="orchestra-w2").options(stream=True)
         run = orchestra.RunRequest(
             message="noop", swarm_type="w2-solo", optimization_mode="lite", session_id="w2-serve"
         )
 
         async def via_serve_handle() -> None:
-            result = await mode.chat.remote(run.model_copy(update={"run_id": os.urandom(8).hex()}))
-            assert not isinstance(result, Exception), result
+            async for group in mode.chat_many.remote(
+                [run.model_copy(update={"run_id": os.urandom(8).hex()})]
+            ):
+                for _, result in group:
+                    assert not isinstance(result, Exception), result
 
         layers["serve_handle"] = asyncio.run(_time(n, via_serve_handle))
         if progress:

@@ -186,6 +186,15 @@ class RuntimeConfig(_Model):
         le=0.1,
         description="Turns for one agent actor sent within this window share one actor call (0 = same tick).",
     )
+    max_inflight_calls: int | None = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Adaptive batching of agent calls: while fewer calls to an agent actor than this are unanswered "
+            "a turn goes at once; otherwise it waits (at most batch_window_s) to join the next call. None: "
+            "always wait for the window."
+        ),
+    )
     max_batch_turns: int = Field(
         default=32,
         ge=1,
@@ -193,6 +202,34 @@ class RuntimeConfig(_Model):
         description=(
             "Most turns in one agent actor call. Small batches keep the orchestrator and the agents working "
             "in parallel (W1: 32 gives ~25% more sessions/s than 256 on 2 cores)."
+        ),
+    )
+    serve_batch_window_s: float = Field(
+        default=0.005,
+        ge=0,
+        le=0.1,
+        description=(
+            "REST chats for one mode arriving at an ingress replica within this window travel to the mode "
+            "deployment in one call (0 = same loop tick)."
+        ),
+    )
+    serve_max_inflight: int | None = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Adaptive batching: while fewer ingress → mode calls than this are unanswered a chat goes at "
+            "once; otherwise it waits (at most serve_batch_window_s) to join the next call. None: always "
+            "wait for the window."
+        ),
+    )
+    serve_max_batch: int = Field(
+        default=64, ge=1, le=4096, description="Most chats in one ingress → mode deployment call."
+    )
+    serve_grpc_handles: bool = Field(
+        default=True,
+        description=(
+            "Ingress → mode deployment calls use Ray Serve's direct gRPC channel between replicas "
+            "(handle option _by_reference=False) instead of Ray object references."
         ),
     )
     history_turns: int = Field(

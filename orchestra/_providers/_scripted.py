@@ -166,14 +166,23 @@ class ScriptedProvider:
         tokens = _TOKENS.findall(text)
         start = time.monotonic()
         await asyncio.sleep(s.latency_s)
+        due: list[str] = []  # tokens already due: at high rates they go as one delta, like a busy socket
         for i, token in enumerate(tokens):
             if s.tokens_per_s > 0 and i > 0:
-                # Pace against the schedule, sleeping only when >1 ms ahead: per-token sleeps would
-                # cost more than the tokens at high rates.
+                # Pace against the schedule, sleeping only when >1 ms ahead: per-token sleeps (and deltas)
+                # would cost more than the tokens at high rates.
                 ahead = start + s.latency_s + i / s.tokens_per_s - time.monotonic()
                 if ahead > 0.001:
+                    if due:
+                        yield TokenDelta(text="".join(due))
+                        due = []
                     await asyncio.sleep(ahead)
-            yield TokenDelta(text=token)
+            due.append(token)
+            if s.tokens_per_s <= 0 or i == 0:  # unpaced: every token is its own delta; the first at once
+                yield TokenDelta(text="".join(due))
+                due = []
+        if due:
+            yield TokenDelta(text="".join(due))
         yield self._completion(request, text)
 
     async def aclose(self) -> None:
