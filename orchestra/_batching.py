@@ -8,6 +8,7 @@ and route the answers, which stream back keyed by id, to each caller's future.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Generic, TypeVar
@@ -64,6 +65,9 @@ class KeyedBatcher(Generic[Req, Out]):
         self._schedule()
         return future
 
+    # Timers and calls run in a fresh, empty context, not in that of the request that happened to start the
+    # batch: frameworks keep per-request state in contextvars (Ray Serve cancels the calls a request made
+    # when its client leaves), and a batch belongs to all of its requests.
     def _schedule(self) -> None:
         if not self._pending:
             return
@@ -75,9 +79,9 @@ class KeyedBatcher(Generic[Req, Out]):
             if self._timer is None or isinstance(self._timer, asyncio.TimerHandle):  # not yet this tick
                 if self._timer is not None:
                     self._timer.cancel()
-                self._timer = self.loop.call_soon(self._flush)
+                self._timer = self.loop.call_soon(self._flush, context=contextvars.Context())
         elif self._timer is None:
-            self._timer = self.loop.call_later(self._window, self._flush)
+            self._timer = self.loop.call_later(self._window, self._flush, context=contextvars.Context())
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -90,7 +94,7 @@ class KeyedBatcher(Generic[Req, Out]):
             self._timer = None
         batch, self._pending = self._pending, []
         if batch:
-            task = self.loop.create_task(self._run(batch))
+            task = self.loop.create_task(self._run(batch), context=contextvars.Context())
             self._inflight.add(task)
             task.add_done_callback(self._done)
 

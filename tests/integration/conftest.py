@@ -41,6 +41,14 @@ def integration_raw_config(raw_config: dict[str, Any]) -> dict[str, Any]:
         "description": "20 rounds against a 0.25 s deadline",
         "modes": {m: {"agents": {"coder": 2}, "rounds": 20, "deadline_s": 0.25} for m in orchestra.MODES},
     }
+    # A wide batch window, so chats sent a few ms apart while one is in flight surely share a call.
+    raw["runtime"]["serve_batch_window_s"] = 0.05
+    # A team that runs for about a second, for tests that leave a run midway.
+    raw["teams"]["long-debate"] = {
+        **copy.deepcopy(raw["teams"]["coding-debate"]),
+        "description": "20 rounds within a 30 s deadline",
+        "modes": {m: {"agents": {"coder": 2}, "rounds": 20, "deadline_s": 30} for m in orchestra.MODES},
+    }
     return raw
 
 
@@ -64,7 +72,7 @@ class ServeInfo:
         self.other_key = "test-other-tenant-key-0001"
         self.burst_key = "test-burst-key-0001"
         # one key per test that sends many requests, so no test eats another's rate-limit budget
-        self.keys = [f"test-key-{i:02d}-abcdef" for i in range(24)]
+        self.keys = [f"test-key-{i:02d}-abcdef" for i in range(28)]
 
     def key(self, i: int) -> str:
         return self.keys[i]

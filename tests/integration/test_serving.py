@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from typing import Any
 
@@ -226,6 +227,72 @@ async def test_deadline_is_504(client: httpx.AsyncClient, serve_app: ServeInfo) 
         headers=serve_app.auth(serve_app.key(7)),
     )
     check_error(r, 504, "TIMEOUT_ERROR")
+
+
+async def test_concurrent_chats_of_two_tenants_each_get_their_own_outcome(
+    client: httpx.AsyncClient, serve_app: ServeInfo
+) -> None:
+    # Chats arriving together travel to the mode deployment in one call: outcomes must not cross.
+    keys = [serve_app.key(21), serve_app.key(22)]
+    jobs = []
+    for i in range(10):
+        team = "slow-debate" if i % 5 == 4 else "research-team"
+        body = {
+            "message": f"topic {i}",
+            "swarm_type": team,
+            "optimization_mode": "lite",
+            "session_id": f"b{i}",
+        }
+        jobs.append(client.post("/chat/v2/chat", json=body, headers=serve_app.auth(keys[i % 2])))
+    responses = await asyncio.gather(*jobs)
+    for i, r in enumerate(responses):
+        if i % 5 == 4:
+            check_error(r, 504, "TIMEOUT_ERROR")
+            continue
+        data = r.json()["data"]
+        assert r.status_code == 200 and data["session_id"] == f"b{i}", r.text
+        turns = (await client.get(f"/chat/v2/sessions/b{i}", headers=serve_app.auth(keys[i % 2]))).json()
+        assert [t["message"] for t in turns["data"]["turns"]] == [f"topic {i}"]
+        other = await client.get(f"/chat/v2/sessions/b{i}", headers=serve_app.auth(keys[1 - i % 2]))
+        check_error(other, 404, "NOT_FOUND")
+
+
+async def test_client_that_leaves_cancels_its_run(client: httpx.AsyncClient, serve_app: ServeInfo) -> None:
+    headers = serve_app.auth(serve_app.key(23))
+    sid = f"gone-{uuid.uuid4().hex[:8]}"
+    body = {"message": "long", "swarm_type": "long-debate", "optimization_mode": "lite", "session_id": sid}
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post("/chat/v2/chat", json=body, headers=headers, timeout=0.3)
+    await asyncio.sleep(3.0)
+    check_error(await client.get(f"/chat/v2/sessions/{sid}", headers=headers), 404, "NOT_FOUND")
+    # The same run left alone finishes well within those 3 s and records its turn.
+    started = time.monotonic()
+    done = await client.post("/chat/v2/chat", json=body, headers=headers)
+    assert done.status_code == 200 and 0.5 < time.monotonic() - started < 2.5
+    turns = (await client.get(f"/chat/v2/sessions/{sid}", headers=headers)).json()["data"]["turns"]
+    assert [t["message"] for t in turns] == ["long"]
+
+
+async def test_a_client_leaving_does_not_cancel_the_chats_batched_with_it(
+    client: httpx.AsyncClient, serve_app: ServeInfo
+) -> None:
+    headers = serve_app.auth(serve_app.key(24))
+
+    def body(tag: str) -> dict[str, Any]:
+        return {"message": tag, "swarm_type": "long-debate", "optimization_mode": "lite", "session_id": tag}
+
+    # While the first chat is in flight, the next two wait (up to the batch window) and travel together.
+    busy = asyncio.ensure_future(client.post("/chat/v2/chat", json=body("busy"), headers=headers))
+    await asyncio.sleep(0.2)
+    leaver = asyncio.ensure_future(
+        client.post("/chat/v2/chat", json=body("leaver"), headers=headers, timeout=0.3)
+    )
+    await asyncio.sleep(0.01)  # the leaver's request starts the batch, the stayer joins it
+    stayer = client.post("/chat/v2/chat", json=body("stayer"), headers=headers)
+    left, stayed = await asyncio.gather(leaver, stayer, return_exceptions=True)
+    assert isinstance(left, httpx.ReadTimeout)
+    assert isinstance(stayed, httpx.Response) and stayed.status_code == 200, stayed
+    assert (await busy).status_code == 200
 
 
 async def test_health_and_readiness_need_no_key(client: httpx.AsyncClient) -> None:
