@@ -160,17 +160,15 @@ class ModeRunner:
             raise
 
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
+        """The run's events, forwarded in the orchestrator's batches (one Serve stream item per batch)."""
         self._ensure_pusher()
-        batch: list[RunEvent] = []
-        async for event in self._handle.run_stream(request):
-            batch.append(event)
-            if isinstance(event, orchestra.RunCompleted):
-                self._record(event.result, event.result.metadata.swarm_type, "completed")
-            elif isinstance(event, orchestra.RunFailed):
-                self._record(None, request.swarm_type or "auto", _outcome(event.error["code"]))
-            # forward what is ready; the orchestrator already delivers events in batches
+        async for batch in self._handle.run_stream_batches(request):
+            for event in batch:
+                if isinstance(event, orchestra.RunCompleted):
+                    self._record(event.result, event.result.metadata.swarm_type, "completed")
+                elif isinstance(event, orchestra.RunFailed):
+                    self._record(None, request.swarm_type or "auto", _outcome(event.error["code"]))
             yield batch
-            batch = []
 
     async def cancel(self, run_id: str, tenant: str) -> bool:
         return await self._handle.with_tenant(tenant).acancel(run_id)

@@ -253,17 +253,22 @@ class OrchestraHandle:
         self, request: RunRequest, *, raise_on_error: bool = False
     ) -> AsyncIterator[RunEvent]:
         """``stream`` for an already validated request (its ``tenant`` is used as is)."""
+        async for batch in self.run_stream_batches(request):
+            for event in batch:
+                if isinstance(event, RunFailed) and raise_on_error:
+                    raise error_from_dict(event.error)
+                yield event
+
+    async def run_stream_batches(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
+        """The run's events in the batches the orchestrator sends (what a relay should forward as is)."""
         request = self._with_session(request)
         shard = self._shard_for(request)
         finished = False
         try:
             async for ref in shard.stream.remote(request):
-                for event in await ref:
-                    if isinstance(event, RunCompleted | RunFailed):
-                        finished = True
-                        if isinstance(event, RunFailed) and raise_on_error:
-                            raise error_from_dict(event.error)
-                    yield event
+                batch: list[RunEvent] = await ref
+                finished = finished or any(isinstance(e, RunCompleted | RunFailed) for e in batch)
+                yield batch
         finally:
             if not finished:
                 await shard.cancel.remote(request.run_id, request.tenant)
