@@ -71,12 +71,19 @@ class AgentActor:
 
     async def stream(
         self, request: TurnRequest
-    ) -> AsyncIterator[list[RunEvent] | TurnResult | OrchestraError]:
-        """Run one turn, yielding its events in batches as they come, then the TurnResult."""
-        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
-        task = asyncio.ensure_future(
-            self._agent.run_turn(request, queue.put_nowait, coalesce_s=self._coalesce_s)
-        )
+    ) -> AsyncIterator[list[RunEvent | TurnResult] | OrchestraError]:
+        """Run one turn, yielding its events in batches as they come; the TurnResult ends the last batch.
+        A failed turn ends the stream with its error instead."""
+        queue: asyncio.Queue[RunEvent | TurnResult | None] = asyncio.Queue()
+
+        async def turn() -> TurnResult:
+            result = await self._agent.run_turn(request, queue.put_nowait, coalesce_s=self._coalesce_s)
+            # Queued in the tick of the turn's last events, so it rides in their batch: every stream item
+            # costs a Ray round of CPU on both sides, and a streamed chat crosses three hops.
+            queue.put_nowait(result)
+            return result
+
+        task = asyncio.ensure_future(turn())
         self._track(request, task)
         self._turns += 1
         self._calls += 1
@@ -85,9 +92,7 @@ class AgentActor:
             async for batch in queue_batches(queue):
                 yield batch
             error = task.exception() if not task.cancelled() else OrchestraError("turn cancelled")
-            if error is None:
-                yield task.result()
-            else:  # errors travel as values: Ray would wrap a raised one in RayTaskError
+            if error is not None:  # errors travel as values: Ray would wrap a raised one in RayTaskError
                 yield (
                     error
                     if isinstance(error, OrchestraError)

@@ -89,13 +89,12 @@ class RayRuntime:
         generator = actor.stream.remote(request)
         async for ref in generator:
             item = await ref
-            if isinstance(item, list):
-                for event in item:
-                    sink(event)
-            elif isinstance(item, OrchestraError):
+            if isinstance(item, OrchestraError):
                 raise item
-            else:
-                return item  # type: ignore[no-any-return]
+            for element in item:  # events, the last batch ending with the TurnResult
+                if isinstance(element, TurnResult):
+                    return element
+                sink(element)
         raise InternalError("agent stream ended without a result", details={"agent": request.agent})
 
     async def cancel_run(self, run_id: str) -> None:

@@ -158,7 +158,9 @@ class Engine:
     async def run(
         self, request: RunRequest, sink: EventSink | None = None, *, stream: bool = False
     ) -> ChatResult:
-        """Run one chat turn to completion. Raises OrchestraError subclasses on failure."""
+        """Run one chat turn to completion. Raises OrchestraError subclasses on failure.
+
+        ``sink`` receives the run's events; with ``stream`` also every token and, last, RunCompleted."""
         if request.swarm_type is not None and request.swarm_type not in self.config.teams:
             raise ValidationError(
                 f"unknown swarm_type {request.swarm_type!r}",
@@ -293,6 +295,10 @@ class Engine:
                     created_at=time.time(),
                 ),
             )
+            if stream and sink is not None:
+                # Queued in the tick of the last turn's final events (no await since), so a streaming
+                # caller gets them in one batch: one process crossing fewer per streamed chat.
+                sink(RunCompleted(run_id=request.run_id, result=result))
             return result
 
     def _keep_transcript(
@@ -342,8 +348,12 @@ class Engine:
         task = asyncio.create_task(self.run(request, queue.put_nowait, stream=True))
         close_queue_when_done(task, queue)
         try:
+            completed = False  # the run queues RunCompleted itself, with its last events
             async for batch in queue_batches(queue):
+                completed = completed or isinstance(batch[-1], RunCompleted)
                 yield batch
+            if completed:
+                return
             try:
                 final: RunEvent = RunCompleted(run_id=request.run_id, result=task.result())
             except OrchestraError as e:

@@ -149,6 +149,8 @@ class TeamRun:
         self, turns: Sequence[tuple[str, str, int, str, Sequence[Contribution]]]
     ) -> list[TurnResult]:
         """Run turns concurrently; steps are recorded in the order given. One failure cancels the rest."""
+        if len(turns) == 1:  # awaited in place: no task, and a run that ends here ends in this tick
+            return [await self.turn(*turns[0])]
         tasks = [asyncio.ensure_future(self.runtime.send(self._request(*t), self.sink)) for t in turns]
         try:
             results = list(await asyncio.gather(*tasks))

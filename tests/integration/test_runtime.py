@@ -115,6 +115,29 @@ async def test_stream_through_ray(orchestra_handle: Any) -> None:
     assert {(x.agent, x.round): x.text for x in transcript.entries} == texts
 
 
+async def test_a_streamed_run_ends_in_one_item_per_hop(orchestra_handle: Any) -> None:
+    # Every stream item costs a Ray round on both sides: the agent's result travels with its last
+    # events, and the orchestrator's RunCompleted with the last turn's TurnEnd.
+    request = orchestra.parse_run_request(
+        {"message": "Write a haiku", "swarm_type": "research-team", "optimization_mode": "lite"}
+    )
+    batches = [b async for b in orchestra_handle.run_stream_batches(request)]
+    assert isinstance(batches[-1][-1], RunCompleted) and isinstance(batches[-1][-2], TurnEnd)
+    assert sum(isinstance(e, RunCompleted) for b in batches for e in b) == 1
+
+    import ray
+
+    judge = ray.get_actor("agent-0-coding-debate-judge", namespace="orchestra-test")
+    turn = orchestra.TurnRequest(
+        run_id="one-item-per-hop", team="coding-debate", agent="judge", role="judge", round=1,
+        task="Pick one", instruction="Judge.", model="scripted/judge", stream=True,
+    )  # fmt: skip
+    items = [await ref async for ref in judge.stream.remote(turn)]
+    assert all(isinstance(i, list) for i in items)
+    assert isinstance(items[-1][-1], orchestra.TurnResult) and isinstance(items[-1][-2], TurnEnd)
+    assert not any(isinstance(e, orchestra.TurnResult) for i in items[:-1] for e in i)
+
+
 async def test_session_continues_across_calls(orchestra_handle: Any) -> None:
     first = await orchestra_handle.achat("Write a poem about rivers", optimization_mode="lite")
     second = await orchestra_handle.achat(

@@ -183,6 +183,24 @@ async def test_stream_events_are_ordered_per_agent(fast_config: orchestra.Orches
     assert texts[("judge", 3)] == result.response
 
 
+async def test_stream_ends_with_one_batch_holding_the_last_turn_end_and_the_result(
+    fast_config: orchestra.OrchestraConfig,
+) -> None:
+    # Each batch crosses a process boundary in the served stack: the run's end rides with its last events.
+    engine, _ = make_engine(fast_config, ScriptedSettings(latency_s=0.01, tokens_per_s=2000))
+    for team in ("coding-debate", "research-team", "creative-team"):
+        batches = [
+            b
+            async for b in engine.stream_batches(
+                RunRequest(message="go", swarm_type=team, optimization_mode="lite")
+            )
+        ]
+        events = [e for b in batches for e in b]
+        assert sum(isinstance(e, RunCompleted) for e in events) == 1
+        last = batches[-1]
+        assert isinstance(last[-1], RunCompleted) and isinstance(last[-2], TurnEnd), (team, last)
+
+
 async def test_stream_reports_failure_as_last_event(raw_config: dict[str, Any]) -> None:
     raw = copy.deepcopy(fast_raw_config(raw_config))
     raw["teams"]["creative-team"]["modes"]["lite"]["deadline_s"] = 0.05
