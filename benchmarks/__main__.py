@@ -51,6 +51,24 @@ def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return list(raw)
 
 
+def merge_report(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` over what ``path`` already holds: a run of some workloads keeps the others' results.
+
+    Each workload's result carries the machine/commit/date it was measured on (``measured``), so a merged
+    file never passes older figures off as this run's.
+    """
+    for result in report["results"].values():
+        result["measured"] = report["machine"]
+    try:
+        previous = json.loads(path.read_text())
+        kept = {k: v for k, v in previous.get("results", {}).items() if k not in report["results"]}
+        for result in kept.values():  # files from before per-workload stamps: stamp with their run
+            result.setdefault("measured", previous.get("machine"))
+    except (OSError, ValueError, AttributeError):
+        kept = {}  # no file, or not ours: start afresh
+    return {**report, "results": dict(sorted({**kept, **report["results"]}.items()))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
@@ -112,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"results-{report['mode']}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path.write_text(json.dumps(merge_report(path, report), indent=2))
     targets = [t for r in report["results"].values() for t in _targets(r)]
     print("\ntargets:")
     for t in targets:
