@@ -57,9 +57,14 @@ def _no_answer() -> BaseException:
 def _send_chats(shard: Any) -> Any:
     """``KeyedBatcher`` send function: one ``chat_many`` call, its result batches as they stream back."""
 
-    async def send(requests: list[RunRequest]) -> AsyncIterator[list[tuple[str, Any]]]:
-        async for ref in shard.chat_many.remote(requests):
-            yield await ref
+    def send(requests: list[RunRequest]) -> AsyncIterator[list[tuple[str, Any]]]:
+        generator = shard.chat_many.remote(requests)  # on its way now, not a tick later
+
+        async def answers() -> AsyncIterator[list[tuple[str, Any]]]:
+            async for ref in generator:
+                yield await ref
+
+        return answers()
 
     return send
 

@@ -32,9 +32,14 @@ def _turn_batcher(actor: Any, runtime: RuntimeConfig) -> KeyedBatcher[tuple[str,
     """Turns for one actor share one ``handle`` call: at once when none is unanswered, else those that
     arrive within ``batch_window_s`` (or until a call returns) go together."""
 
-    async def send(batch: list[tuple[str, TurnRequest]]) -> AsyncIterator[list[tuple[str, Any]]]:
-        results = await actor.handle.remote([request for _, request in batch])
-        yield [(key, result) for (key, _), result in zip(batch, results, strict=True)]
+    def send(batch: list[tuple[str, TurnRequest]]) -> AsyncIterator[list[tuple[str, Any]]]:
+        ref = actor.handle.remote([request for _, request in batch])  # on its way now, not a tick later
+
+        async def answers() -> AsyncIterator[list[tuple[str, Any]]]:
+            results = await ref
+            yield [(key, result) for (key, _), result in zip(batch, results, strict=True)]
+
+        return answers()
 
     def failed(error: BaseException) -> OrchestraError:
         return InternalError("an agent actor failed", details={"reason": type(error).__name__})

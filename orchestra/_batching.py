@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["KeyedBatcher"]
 
@@ -23,6 +23,12 @@ Out = TypeVar("Out")
 SendMany = Callable[[list[Req]], AsyncIterator[Iterable[tuple[str, Out]]]]
 
 
+async def _failed(error: Exception) -> AsyncIterator[Iterable[tuple[str, Any]]]:
+    """The answers of a call that failed before it was sent."""
+    raise error
+    yield ()  # an async generator: the error surfaces where the answers are read
+
+
 class KeyedBatcher(Generic[Req, Out]):
     """Collects requests for ``window_s`` (0: the current loop tick) and sends them in one call.
 
@@ -30,8 +36,11 @@ class KeyedBatcher(Generic[Req, Out]):
     requests go at the end of the current tick (no added latency when idle); otherwise they wait for a
     call to finish or for ``window_s``, whichever comes first, and go together.
 
-    ``send`` takes the batch and yields ``(key, outcome)`` pairs in groups as they finish, so a fast
-    request never waits for a slow one of the same batch. When the call fails, or ends without answering
+    ``send`` takes the batch and returns an async iterator of ``(key, outcome)`` groups as they finish, so
+    a fast request never waits for a slow one of the same batch. It is called when the batch goes, in
+    the tick that fills it: a plain function that issues its call before returning the iterator gets the
+    batch on its way a loop tick sooner than an async generator (whose body waits for a task to start),
+    which under load is a whole pass over the ready queue. When the call fails, or ends without answering
     a request, that request's future gets ``on_error(exception)`` / ``on_missing()`` as its result:
     outcomes travel as values so one failure cannot raise in unrelated callers.
     """
@@ -94,14 +103,21 @@ class KeyedBatcher(Generic[Req, Out]):
             self._timer = None
         batch, self._pending = self._pending, []
         if batch:
-            task = self.loop.create_task(self._run(batch), context=contextvars.Context())
+            context = contextvars.Context()  # may run in submit(): not in that caller's context
+            try:
+                answers = context.run(self._send, [request for request, _ in batch])
+            except Exception as e:
+                answers = _failed(e)
+            task = self.loop.create_task(self._run(batch, answers), context=context)
             self._inflight.add(task)
             task.add_done_callback(self._done)
 
-    async def _run(self, batch: list[tuple[Req, asyncio.Future[Out]]]) -> None:
+    async def _run(
+        self, batch: list[tuple[Req, asyncio.Future[Out]]], answers: AsyncIterator[Iterable[tuple[str, Out]]]
+    ) -> None:
         futures = {self._key(request): future for request, future in batch}
         try:
-            async for group in self._send([request for request, _ in batch]):
+            async for group in answers:
                 for key, outcome in group:
                     future = futures.pop(key, None)
                     if future is not None and not future.done():

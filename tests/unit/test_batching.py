@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 
 import pytest
@@ -110,6 +111,39 @@ async def test_failed_call_and_unanswered_requests_get_values_not_exceptions() -
             send, lambda r: r, on_error=lambda e: f"error:{type(e).__name__}", on_missing=lambda: "missing"
         )
         assert await asyncio.gather(b.submit("x"), b.submit("y")) == ["ok", expected]
+
+
+async def test_a_plain_send_issues_its_call_in_the_tick_that_fills_the_batch() -> None:
+    issued: list[tuple[list[str], str | None]] = []
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
+
+    def send(batch: list[str]) -> AsyncIterator[list[tuple[str, str]]]:
+        issued.append((list(batch), caller.get(None)))  # "on the wire" before any await
+
+        async def answers() -> AsyncIterator[list[tuple[str, str]]]:
+            yield [(r, r.upper()) for r in batch]
+
+        return answers()
+
+    b: KeyedBatcher[str, str] = KeyedBatcher(
+        send, lambda r: r, on_error=lambda e: "error", on_missing=lambda: "missing", window_s=5.0, max_batch=2
+    )
+    caller.set("request-b")  # a framework's per-request state (Ray Serve keeps one per request)
+    first, second = b.submit("a"), b.submit("b")
+    # issued synchronously by the submit that filled the batch, outside that caller's context
+    assert issued == [(["a", "b"], None)]
+    assert await asyncio.gather(first, second) == ["A", "B"]
+
+
+async def test_a_send_that_raises_before_sending_fails_its_requests_as_values() -> None:
+    def refuses(batch: list[str]) -> AsyncIterator[list[tuple[str, str]]]:
+        raise ConnectionError("no route to the callee")
+
+    b: KeyedBatcher[str, str] = KeyedBatcher(
+        refuses, lambda r: r, on_error=lambda e: f"error:{type(e).__name__}", on_missing=lambda: "missing"
+    )
+    assert await asyncio.gather(b.submit("x"), b.submit("y")) == ["error:ConnectionError"] * 2
+    assert await b.submit("z") == "error:ConnectionError"  # and the batcher still works afterwards
 
 
 def test_needs_a_running_loop() -> None:
