@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["KeyedBatcher"]
 
@@ -21,12 +21,6 @@ Req = TypeVar("Req")
 Out = TypeVar("Out")
 
 SendMany = Callable[[list[Req]], AsyncIterator[Iterable[tuple[str, Out]]]]
-
-
-async def _failed(error: Exception) -> AsyncIterator[Iterable[tuple[str, Any]]]:
-    """The answers of a call that failed before it was sent."""
-    raise error
-    yield ()  # an async generator: the error surfaces where the answers are read
 
 
 class KeyedBatcher(Generic[Req, Out]):
@@ -106,8 +100,9 @@ class KeyedBatcher(Generic[Req, Out]):
             context = contextvars.Context()  # may run in submit(): not in that caller's context
             try:
                 answers = context.run(self._send, [request for request, _ in batch])
-            except Exception as e:
-                answers = _failed(e)
+            except Exception as e:  # could not even send: nothing to wait for
+                self._fail([future for _, future in batch], e)
+                return
             task = self.loop.create_task(self._run(batch, answers), context=context)
             self._inflight.add(task)
             task.add_done_callback(self._done)
@@ -123,11 +118,14 @@ class KeyedBatcher(Generic[Req, Out]):
                     if future is not None and not future.done():
                         future.set_result(outcome)
         except Exception as e:  # the callee died or the call failed: every unanswered request fails
-            log.warning("batched call of %d failed: %r", len(batch), e)
-            for future in futures.values():
-                if not future.done():
-                    future.set_result(self._on_error(e))
+            self._fail(futures.values(), e)
             return
         for future in futures.values():
             if not future.done():
                 future.set_result(self._on_missing())
+
+    def _fail(self, futures: Iterable[asyncio.Future[Out]], error: Exception) -> None:
+        unanswered = [f for f in futures if not f.done()]
+        log.warning("batched call failed, %d requests unanswered: %r", len(unanswered), error)
+        for future in unanswered:
+            future.set_result(self._on_error(error))

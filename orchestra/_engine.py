@@ -348,16 +348,13 @@ class Engine:
         task = asyncio.create_task(self.run(request, queue.put_nowait, stream=True))
         close_queue_when_done(task, queue)
         try:
-            completed = False  # the run queues RunCompleted itself, with its last events
             async for batch in queue_batches(queue):
-                completed = completed or isinstance(batch[-1], RunCompleted)
                 yield batch
-            if completed:
-                return
             try:
-                final: RunEvent = RunCompleted(run_id=request.run_id, result=task.result())
+                task.result()
+                return  # completed: the run queued RunCompleted itself, with its last events
             except OrchestraError as e:
-                final = RunFailed(run_id=request.run_id, error=e.to_dict())
+                final: RunEvent = RunFailed(run_id=request.run_id, error=e.to_dict())
             except asyncio.CancelledError:
                 final = RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict())
             yield [final]
