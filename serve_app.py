@@ -38,18 +38,23 @@ from orchestra import (
     RunRequest,
     ServiceUnavailableError,
 )
-from orchestra import _api as api
-from orchestra._auth import KeyStore, Principal, parse_api_keys_env, require_scope
-from orchestra._batching import KeyedBatcher
-from orchestra._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from orchestra._metrics import Metrics, MetricsAggregator, MetricsPusher
-from orchestra._ratelimit import LocalTokenBucket, RedisTokenBucket, limits_from_env, rate_limit_headers
-from orchestra._ws import (
+from orchestra.engine._batching import KeyedBatcher
+from orchestra.serving import _contract as api
+from orchestra.serving._auth import KeyStore, Principal, parse_api_keys_env, require_scope
+from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
+from orchestra.serving._ws import (
     CLOSE_AUTH_FAILED,
     CLOSE_INVALID_PATH,
     CLOSE_RATE_LIMITED,
     WsConnection,
     handshake_credentials,
+)
+from orchestra.stores._ratelimit import (
+    LocalTokenBucket,
+    RedisTokenBucket,
+    limits_from_env,
+    rate_limit_headers,
 )
 
 log = logging.getLogger("orchestra.serve")
@@ -233,7 +238,7 @@ class _Ctx:
     """Per-request state the handlers share.
 
     ``X-Request-ID`` is not set here: Serve's proxy echoes the request's id on every response, and
-    ``orchestra._proxy`` makes that id follow the spec before the request reaches us.
+    ``orchestra.serving._proxy`` makes that id follow the spec before the request reaches us.
     """
 
     def __init__(self, request_id: str, version: api.ApiVersion) -> None:

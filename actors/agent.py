@@ -19,7 +19,7 @@ from orchestra import (
     TurnResult,
     make_provider,
 )
-from orchestra._streaming import close_queue_when_done, queue_batches
+from orchestra.engine._streaming import close_queue_when_done, queue_batches
 
 __all__ = ["AgentActor"]
 

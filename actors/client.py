@@ -28,7 +28,7 @@ from orchestra import (
     make_provider,
     parse_run_request,
 )
-from orchestra._batching import KeyedBatcher
+from orchestra.engine._batching import KeyedBatcher
 
 from ._env import actor_env
 from .orchestrator import Orchestrator, orchestrator_name

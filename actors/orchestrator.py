@@ -27,7 +27,7 @@ from orchestra import (
     Transcript,
     make_provider,
 )
-from orchestra._memory import InMemoryMemoryStore, MemoryStore, RedisMemoryStore
+from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore, RedisMemoryStore
 
 from .agent import AgentActor
 from .runtime import RayRuntime

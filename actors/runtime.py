@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from orchestra import InternalError, OrchestraConfig, OrchestraError, TurnRequest, TurnResult
-from orchestra._agent import EventSink
-from orchestra._batching import KeyedBatcher
-from orchestra._config import RuntimeConfig
-from orchestra._runtime import agent_name_of
+from orchestra.engine._agent import EventSink
+from orchestra.engine._batching import KeyedBatcher
+from orchestra.engine._config import RuntimeConfig
+from orchestra.engine._runtime import agent_name_of
 
 __all__ = ["RayRuntime"]
 

@@ -110,7 +110,7 @@ class Progress:
 def start_ray() -> Any:
     """A local Ray sized for this machine (or the one in RAY_ADDRESS)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "orchestra._proxy:middlewares")
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "orchestra.serving._proxy:middlewares")
     import ray
 
     if not ray.is_initialized():

@@ -51,7 +51,7 @@ def run_w2(quick: bool = True, progress: Progress | None = None) -> dict[str, An
     import orchestra
     import serve_app
     from actors import AgentActor
-    from orchestra._embedded import EmbeddedRedis, free_port
+    from orchestra.cli._embedded import EmbeddedRedis, free_port
 
     n = 100 if quick else 1000
     raw = _raw_config()

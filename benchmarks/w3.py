@@ -166,7 +166,7 @@ def serve_orchestra(
     from ray import serve
 
     import serve_app
-    from orchestra._embedded import EmbeddedRedis, free_port
+    from orchestra.cli._embedded import EmbeddedRedis, free_port
 
     redis = EmbeddedRedis()
     tmp = tempfile.TemporaryDirectory(prefix="orchestra-bench-")
@@ -543,7 +543,7 @@ def run_w3(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
             "completion_tokens": raw["providers"]["scripted"]["completion_tokens"],
             "auth": "bearer key, hash looked up in Redis",
             "rate_limit": {"per_minute": RATE_LIMIT_PER_MINUTE, "burst": RATE_LIMIT_BURST, "store": "Redis"},
-            "redis": "embedded redis-server (orchestra._embedded.EmbeddedRedis)",
+            "redis": "embedded redis-server (orchestra.cli._embedded.EmbeddedRedis)",
             "replicas": "1 per deployment, num_cpus=0",
             "bare": "FastAPI ingress on /bare (own Serve app, num_cpus=0) answering the same JSON",
             "concurrency": list(plan.concurrency),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._agent import Agent, EventSink, build_messages
-from ._config import (
+from orchestra.engine._agent import Agent, EventSink, build_messages
+from orchestra.engine._config import (
     MODES,
     AgentConfig,
     OrchestraConfig,
@@ -21,8 +21,30 @@ from ._config import (
     default_config_path,
     load_config,
 )
-from ._engine import Engine, parse_run_request
-from ._errors import (
+from orchestra.engine._engine import Engine, parse_run_request
+from orchestra.engine._messages import (
+    ChatMetadata,
+    ChatResult,
+    Contribution,
+    HistoryTurn,
+    ProcessingStep,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunRequest,
+    TeamInfo,
+    TokenEvent,
+    Transcript,
+    TranscriptEntry,
+    TurnEnd,
+    TurnRequest,
+    TurnResult,
+    TurnStart,
+)
+from orchestra.engine._patterns import PATTERNS, TeamRun, parse_score, parse_verdict, run_pattern
+from orchestra.engine._router import route
+from orchestra.engine._runtime import AgentRuntime, LocalRuntime
+from orchestra.errors import (
     AuthenticationError,
     ConfigError,
     DeadlineExceededError,
@@ -42,32 +64,10 @@ from ._errors import (
     ValidationError,
     error_from_dict,
 )
-from ._factory import make_provider
-from ._memory import InMemoryMemoryStore, MemoryItem, MemoryStore, RedisMemoryStore
-from ._messages import (
-    ChatMetadata,
-    ChatResult,
-    Contribution,
-    HistoryTurn,
-    ProcessingStep,
-    RunCompleted,
-    RunEvent,
-    RunFailed,
-    RunRequest,
-    TeamInfo,
-    TokenEvent,
-    Transcript,
-    TranscriptEntry,
-    TurnEnd,
-    TurnRequest,
-    TurnResult,
-    TurnStart,
-)
-from ._patterns import PATTERNS, TeamRun, parse_score, parse_verdict, run_pattern
-from ._providers import LLMProvider
-from ._router import route
-from ._runtime import AgentRuntime, LocalRuntime
-from ._sessions import Session, SessionStore
+from orchestra.providers import LLMProvider
+from orchestra.providers._factory import make_provider
+from orchestra.stores._memory import InMemoryMemoryStore, MemoryItem, MemoryStore, RedisMemoryStore
+from orchestra.stores._sessions import Session, SessionStore
 
 if TYPE_CHECKING:
     from actors.client import OrchestraHandle

@@ -12,7 +12,7 @@ import yaml
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Read by Serve's HTTP proxy, which inherits this environment when a test starts Ray.
-os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "orchestra._proxy:middlewares"
+os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "orchestra.serving._proxy:middlewares"
 # Tests must never reach a real provider because a developer has a key in the environment.
 os.environ["ORCHESTRA_LLM_PROVIDER"] = "scripted"
 

@@ -17,7 +17,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 
-from orchestra._embedded import free_port
+from orchestra.cli._embedded import free_port
 
 __all__ = ["redis_client", "redis_server", "start_redis_server"]
 

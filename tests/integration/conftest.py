@@ -89,7 +89,7 @@ def serve_app(
     from ray import serve
 
     import serve_app as app_module
-    from orchestra._embedded import free_port
+    from orchestra.cli._embedded import free_port
 
     config_path = tmp_path_factory.mktemp("serve") / "swarms.yaml"
     import yaml

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from orchestra._embedded import free_port
+from orchestra.cli._embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ def test_orchestra_serve_runs_answers_and_stops_on_ctrl_c(tmp_path: Path) -> Non
     }
     env["ORCHESTRA_SCRIPTED_LATENCY_S"] = "0.01"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestra._cli", "serve", "--port", str(port), "--address", "local"],
+        [sys.executable, "-m", "orchestra.cli._main", "serve", "--port", str(port), "--address", "local"],
         cwd=tmp_path,  # the dev key lands in tmp_path/.orchestra
         env=env,
         stdout=subprocess.PIPE,

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from orchestra._providers._anthropic import AnthropicProvider
-from orchestra._providers._base import LLMProvider
-from orchestra._providers._openai import OpenAIProvider
-from orchestra._providers._retry import RetryPolicy
-from orchestra._providers._settings import AnthropicSettings, OpenAISettings
+from orchestra.providers._anthropic import AnthropicProvider
+from orchestra.providers._base import LLMProvider
+from orchestra.providers._openai import OpenAIProvider
+from orchestra.providers._retry import RetryPolicy
+from orchestra.providers._settings import AnthropicSettings, OpenAISettings
 
 from .wire_server import (
     Reply,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from orchestra._errors import ProviderRequestError, ProviderUnavailableError
-from orchestra._providers._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta
+from orchestra.errors import ProviderRequestError, ProviderUnavailableError
+from orchestra.providers._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta
 
 from .conftest import API_KEY
 from .wire_server import SSE, Reply, WireServer, openai_completion, openai_error, openai_stream

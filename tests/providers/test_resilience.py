@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestra._errors import (
+from orchestra.errors import (
     ConfigError,
     ProviderAuthenticationError,
     ProviderError,
@@ -19,11 +19,11 @@ from orchestra._errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from orchestra._providers._anthropic import AnthropicProvider
-from orchestra._providers._base import ChatMessage, Completion, CompletionRequest, LLMProvider, TokenDelta
-from orchestra._providers._openai import OpenAIProvider
-from orchestra._providers._retry import RetryPolicy
-from orchestra._providers._settings import AnthropicSettings, OpenAISettings
+from orchestra.providers._anthropic import AnthropicProvider
+from orchestra.providers._base import ChatMessage, Completion, CompletionRequest, LLMProvider, TokenDelta
+from orchestra.providers._openai import OpenAIProvider
+from orchestra.providers._retry import RetryPolicy
+from orchestra.providers._settings import AnthropicSettings, OpenAISettings
 
 from .conftest import API_KEY, Flavour
 from .wire_server import Reply, WireServer

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 import orchestra
-from orchestra._providers import CompletionRequest, ScriptedProvider, ScriptedSettings, StreamItem
+from orchestra.providers import CompletionRequest, ScriptedProvider, ScriptedSettings, StreamItem
 
 from ..conftest import fast_raw_config
 
@@ -39,7 +39,7 @@ class SpyProvider:
     def name(self) -> str:
         return "scripted"
 
-    async def complete(self, request: CompletionRequest) -> orchestra._providers.Completion:
+    async def complete(self, request: CompletionRequest) -> orchestra.providers.Completion:
         self.requests.append(request)
         return await self.inner.complete(request)
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestra import _api as api
-from orchestra._errors import (
+from orchestra.engine._messages import ChatMetadata, ChatResult, ProcessingStep
+from orchestra.errors import (
     AuthenticationError,
     ConfigError,
     InternalError,
@@ -25,7 +25,7 @@ from orchestra._errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from orchestra._messages import ChatMetadata, ChatResult, ProcessingStep
+from orchestra.serving import _contract as api
 
 
 def body(**fields: Any) -> bytes:

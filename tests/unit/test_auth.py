@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from orchestra import _auth as auth
-from orchestra._errors import AuthenticationError, ConfigError, ServiceUnavailableError, ValidationError
+from orchestra.errors import AuthenticationError, ConfigError, ServiceUnavailableError, ValidationError
+from orchestra.serving import _auth as auth
 
 
 class Clock:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from orchestra._batching import KeyedBatcher
+from orchestra.engine._batching import KeyedBatcher
 
 
 class Callee:

@@ -108,7 +108,7 @@ def test_selected_remote_provider_without_key_fails_at_start(
 
 
 def test_scripted_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestra._providers import ScriptedSettings
+    from orchestra.providers import ScriptedSettings
 
     monkeypatch.setenv("ORCHESTRA_SCRIPTED_LATENCY_S", "0.25")
     monkeypatch.setenv("ORCHESTRA_SCRIPTED_TOKENS_PER_S", "0")

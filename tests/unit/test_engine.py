@@ -21,7 +21,7 @@ from orchestra import (
     TurnStart,
     ValidationError,
 )
-from orchestra._providers import ScriptedSettings
+from orchestra.providers import ScriptedSettings
 
 from ..conftest import fast_raw_config
 from .conftest import make_engine

@@ -6,7 +6,7 @@ from typing import Any
 
 import orchestra
 from orchestra import RunRequest
-from orchestra._memory import InMemoryMemoryStore, MemoryItem, RedisMemoryStore, relevance
+from orchestra.stores._memory import InMemoryMemoryStore, MemoryItem, RedisMemoryStore, relevance
 
 from .conftest import make_engine
 

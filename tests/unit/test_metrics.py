@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestra._messages import ProcessingStep
-from orchestra._metrics import Metrics, MetricsAggregator, MetricsPusher, MetricsSnapshot
+from orchestra.engine._messages import ProcessingStep
+from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher, MetricsSnapshot
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import orchestra
 from orchestra import ChatResult, RunRequest
-from orchestra._providers import ScriptedSettings
+from orchestra.providers import ScriptedSettings
 
 from ..conftest import fast_raw_config
 from .conftest import make_engine

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra import _api as api
-from orchestra import _ratelimit as rl
-from orchestra._errors import RateLimitError, ServiceUnavailableError
+from orchestra.errors import RateLimitError, ServiceUnavailableError
+from orchestra.serving import _contract as api
+from orchestra.stores import _ratelimit as rl
 
 
 class Clock:
@@ -345,7 +345,7 @@ async def test_local_async_acquire_matches_sync() -> None:
 
 def test_limits_from_env_defaults_overrides_and_errors() -> None:
     from orchestra import ConfigError
-    from orchestra._ratelimit import limits_from_env
+    from orchestra.stores._ratelimit import limits_from_env
 
     assert limits_from_env({}) == (1000, 50)  # the spec's numbers
     assert limits_from_env(

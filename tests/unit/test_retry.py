@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from orchestra import ProviderAuthenticationError, ProviderRateLimitError, ProviderUnavailableError
-from orchestra._providers import ChatMessage, CompletionRequest, RetryPolicy, StreamItem, TokenDelta
-from orchestra._providers._retry import parse_retry_after, retry_call, retry_stream
+from orchestra.providers import ChatMessage, CompletionRequest, RetryPolicy, StreamItem, TokenDelta
+from orchestra.providers._retry import parse_retry_after, retry_call, retry_stream
 
 
 def test_parse_retry_after_forms() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestra import ProviderRequestError
-from orchestra._providers import (
+from orchestra.providers import (
     ChatMessage,
     Completion,
     CompletionRequest,
@@ -16,7 +16,7 @@ from orchestra._providers import (
     ScriptedSettings,
     TokenDelta,
 )
-from orchestra._providers._scripted import count_tokens
+from orchestra.providers._scripted import count_tokens
 
 
 def req(

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import orchestra
-from orchestra._providers import ScriptedSettings
-from orchestra._ws import (
+from orchestra.providers import ScriptedSettings
+from orchestra.serving._ws import (
     CLOSE_NORMAL,
     EngineBackend,
     WsConnection,

@@ -17,7 +17,7 @@ from anthropic.types import (
     Usage as AnthropicUsage,
 )
 
-from .._errors import (
+from orchestra.errors import (
     ProviderAuthenticationError,
     ProviderError,
     ProviderRateLimitError,
@@ -25,9 +25,16 @@ from .._errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from ._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta, Usage
-from ._retry import parse_retry_after, retry_call, retry_stream
-from ._settings import AnthropicSettings
+from orchestra.providers._base import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    StreamItem,
+    TokenDelta,
+    Usage,
+)
+from orchestra.providers._retry import parse_retry_after, retry_call, retry_stream
+from orchestra.providers._settings import AnthropicSettings
 
 __all__ = ["AnthropicProvider"]
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._errors import ConfigError
+from orchestra.errors import ConfigError
 
 __all__ = ["EmbeddedRedis", "dev_key", "free_port"]
 

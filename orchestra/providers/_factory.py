@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ._config import OrchestraConfig
-from ._errors import ConfigError
-from ._providers import (
+from orchestra.engine._config import OrchestraConfig
+from orchestra.errors import ConfigError
+from orchestra.providers import (
     AnthropicSettings,
     LLMProvider,
     OpenAISettings,
@@ -40,14 +40,14 @@ def make_provider(config: OrchestraConfig) -> LLMProvider:
     elif name == "openai":
         openai_settings = config.provider_settings("openai")
         assert isinstance(openai_settings, OpenAISettings)
-        from ._providers._openai import OpenAIProvider
+        from orchestra.providers._openai import OpenAIProvider
 
         provider = OpenAIProvider(openai_settings)
         log.info("LLM provider: openai (base_url=%s)", openai_settings.base_url or "default")
     elif name == "anthropic":
         anthropic_settings = config.provider_settings("anthropic")
         assert isinstance(anthropic_settings, AnthropicSettings)
-        from ._providers._anthropic import AnthropicProvider
+        from orchestra.providers._anthropic import AnthropicProvider
 
         provider = AnthropicProvider(anthropic_settings)
         log.info("LLM provider: anthropic (base_url=%s)", anthropic_settings.base_url or "default")

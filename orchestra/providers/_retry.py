@@ -12,8 +12,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._errors import ProviderError
-from ._base import CompletionRequest, StreamItem, TokenDelta
+from orchestra.errors import ProviderError
+from orchestra.providers._base import CompletionRequest, StreamItem, TokenDelta
 
 __all__ = ["RetryPolicy", "parse_retry_after", "retry_call", "retry_stream"]
 

@@ -14,8 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from ._errors import ConfigError
-from ._providers._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
+from orchestra.errors import ConfigError
+from orchestra.providers._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
 
 __all__ = [
     "MODES",

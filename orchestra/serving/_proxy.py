@@ -3,8 +3,8 @@
 Serve's proxy echoes the incoming ``X-Request-ID`` (or a fresh UUID4 it generates) on every response. The
 spec wants the client's value only when it is a valid UUID, else a fresh UUID4, so this middleware replaces
 an invalid value before Serve's own middleware sees it. It is installed with
-``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=orchestra._proxy:middlewares`` in the environment of the Ray
-nodes (``orchestra serve`` and the test fixtures set it before Ray starts).
+``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=orchestra.serving._proxy:middlewares`` in the environment of
+the Ray nodes (``orchestra serve`` and the test fixtures set it before Ray starts).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._api import new_request_id
+from orchestra.serving._contract import new_request_id
 
 __all__ = ["PROXY_CALLBACK", "RequestIdNormalizer", "middlewares"]
 
-PROXY_CALLBACK = "orchestra._proxy:middlewares"
+PROXY_CALLBACK = "orchestra.serving._proxy:middlewares"
 _HEADER = b"x-request-id"
 
 

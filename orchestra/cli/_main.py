@@ -9,9 +9,9 @@ import logging
 import sys
 from typing import Any
 
-from ._config import MODES, load_config
-from ._errors import OrchestraError
-from ._messages import RunCompleted, RunEvent, RunFailed, TokenEvent, TurnEnd, TurnStart
+from orchestra.engine._config import MODES, load_config
+from orchestra.engine._messages import RunCompleted, RunEvent, RunFailed, TokenEvent, TurnEnd, TurnStart
+from orchestra.errors import OrchestraError
 
 __all__ = ["main"]
 
@@ -64,9 +64,9 @@ def _print_event(event: RunEvent, state: dict[str, Any]) -> None:
 
 
 async def _run_local(args: argparse.Namespace) -> int:
-    from ._engine import Engine, parse_run_request
-    from ._factory import make_provider
-    from ._runtime import LocalRuntime
+    from orchestra.engine._engine import Engine, parse_run_request
+    from orchestra.engine._runtime import LocalRuntime
+    from orchestra.providers._factory import make_provider
 
     cfg = load_config(args.config)
     provider = make_provider(cfg)
@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
 
-    from ._embedded import EmbeddedRedis, dev_key
+    from orchestra.cli._embedded import EmbeddedRedis, dev_key
 
     load_config(args.config)  # a bad swarms config stops us here, before anything starts
     if args.config:
@@ -161,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ["ORCHESTRA_API_KEYS"] = ",".join(filter(None, [extra, f"{key}:chat+metrics+admin"]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Serve's proxy then answers X-Request-ID as the spec says (see orchestra/_proxy.py).
-    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "orchestra._proxy:middlewares")
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "orchestra.serving._proxy:middlewares")
     try:
         import ray
         from ray import serve
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "teams":
-            from ._engine import team_infos
+            from orchestra.engine._engine import team_infos
 
             cfg = load_config(args.config)
             for info in team_infos(cfg, cfg.resolved_provider()):

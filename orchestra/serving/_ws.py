@@ -40,9 +40,18 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from ._config import MODES
-from ._engine import Engine, parse_run_request
-from ._errors import (
+from orchestra.engine._config import MODES
+from orchestra.engine._engine import Engine, parse_run_request
+from orchestra.engine._messages import (
+    SESSION_ID_RE,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunRequest,
+    TokenEvent,
+    TurnEnd,
+)
+from orchestra.errors import (
     InternalError,
     NotFoundError,
     OrchestraError,
@@ -51,15 +60,6 @@ from ._errors import (
     RunCancelledError,
     ServiceUnavailableError,
     ValidationError,
-)
-from ._messages import (
-    SESSION_ID_RE,
-    RunCompleted,
-    RunEvent,
-    RunFailed,
-    RunRequest,
-    TokenEvent,
-    TurnEnd,
 )
 
 __all__ = [

@@ -14,19 +14,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError as PydanticValidationError
 
-from ._agent import EventSink
-from ._config import MODES, OrchestraConfig
-from ._errors import (
-    DeadlineExceededError,
-    InternalError,
-    NotFoundError,
-    OrchestraError,
-    RunCancelledError,
-    ServiceUnavailableError,
-    ValidationError,
-)
-from ._memory import InMemoryMemoryStore, MemoryStore
-from ._messages import (
+from orchestra.engine._agent import EventSink
+from orchestra.engine._config import MODES, OrchestraConfig
+from orchestra.engine._messages import (
     ChatMetadata,
     ChatResult,
     HistoryTurn,
@@ -39,11 +29,21 @@ from ._messages import (
     TranscriptEntry,
     TurnResult,
 )
-from ._patterns import TeamRun, run_pattern
-from ._router import route
-from ._runtime import AgentRuntime
-from ._sessions import Session, SessionStore, SessionTurn
-from ._streaming import close_queue_when_done, queue_batches
+from orchestra.engine._patterns import TeamRun, run_pattern
+from orchestra.engine._router import route
+from orchestra.engine._runtime import AgentRuntime
+from orchestra.engine._streaming import close_queue_when_done, queue_batches
+from orchestra.errors import (
+    DeadlineExceededError,
+    InternalError,
+    NotFoundError,
+    OrchestraError,
+    RunCancelledError,
+    ServiceUnavailableError,
+    ValidationError,
+)
+from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
+from orchestra.stores._sessions import Session, SessionStore, SessionTurn
 
 __all__ = ["Engine", "parse_run_request", "team_infos"]
 

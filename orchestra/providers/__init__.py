@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import ChatMessage, Completion, CompletionRequest, LLMProvider, StreamItem, TokenDelta, Usage
-from ._recording import RecordingProvider, ReplayProvider
-from ._retry import RetryPolicy
-from ._scripted import ScriptedProvider
-from ._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
+from orchestra.providers._base import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    LLMProvider,
+    StreamItem,
+    TokenDelta,
+    Usage,
+)
+from orchestra.providers._recording import RecordingProvider, ReplayProvider
+from orchestra.providers._retry import RetryPolicy
+from orchestra.providers._scripted import ScriptedProvider
+from orchestra.providers._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
 
 __all__ = [
     "AnthropicProvider",
@@ -33,17 +41,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._anthropic import AnthropicProvider
-    from ._openai import OpenAIProvider
+    from orchestra.providers._anthropic import AnthropicProvider
+    from orchestra.providers._openai import OpenAIProvider
 
 
 def __getattr__(name: str) -> Any:
     if name == "OpenAIProvider":
-        from ._openai import OpenAIProvider
+        from orchestra.providers._openai import OpenAIProvider
 
         return OpenAIProvider
     if name == "AnthropicProvider":
-        from ._anthropic import AnthropicProvider
+        from orchestra.providers._anthropic import AnthropicProvider
 
         return AnthropicProvider
     raise AttributeError(name)

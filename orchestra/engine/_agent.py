@@ -7,9 +7,9 @@ import json
 import time
 from collections.abc import Callable
 
-from ._config import AgentConfig
-from ._messages import RunEvent, TokenEvent, TurnEnd, TurnRequest, TurnResult, TurnStart
-from ._providers._base import ChatMessage, Completion, CompletionRequest, LLMProvider, TokenDelta
+from orchestra.engine._config import AgentConfig
+from orchestra.engine._messages import RunEvent, TokenEvent, TurnEnd, TurnRequest, TurnResult, TurnStart
+from orchestra.providers._base import ChatMessage, Completion, CompletionRequest, LLMProvider, TokenDelta
 
 __all__ = ["Agent", "EventSink", "build_messages"]
 

@@ -41,14 +41,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 from pydantic import ValidationError as PydanticValidationError
 from redis.exceptions import RedisError
 
-from ._errors import (
+from orchestra.engine._messages import SESSION_ID_RE
+from orchestra.errors import (
     AuthenticationError,
     ConfigError,
     OrchestraError,
     ServiceUnavailableError,
     ValidationError,
 )
-from ._messages import SESSION_ID_RE
 
 __all__ = [
     "CACHE_TTL_S",

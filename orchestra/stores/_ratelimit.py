@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ._errors import ConfigError, RateLimitError, ServiceUnavailableError
+from orchestra.errors import ConfigError, RateLimitError, ServiceUnavailableError
 
 __all__ = [
     "DEFAULT_CAPACITY",

@@ -14,8 +14,15 @@ import threading
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from .._errors import ProviderRequestError
-from ._base import Completion, CompletionRequest, LLMProvider, StreamItem, TokenDelta, Usage
+from orchestra.errors import ProviderRequestError
+from orchestra.providers._base import (
+    Completion,
+    CompletionRequest,
+    LLMProvider,
+    StreamItem,
+    TokenDelta,
+    Usage,
+)
 
 __all__ = ["RecordingProvider", "ReplayProvider", "request_key"]
 

@@ -16,8 +16,15 @@ import re
 import time
 from collections.abc import AsyncGenerator
 
-from ._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta, Usage
-from ._settings import ScriptedSettings
+from orchestra.providers._base import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    StreamItem,
+    TokenDelta,
+    Usage,
+)
+from orchestra.providers._settings import ScriptedSettings
 
 __all__ = ["SCRIPTED_PREFIX", "ScriptedProvider", "count_tokens", "scripted_text"]
 

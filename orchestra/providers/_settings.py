@@ -6,8 +6,8 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from .._errors import ConfigError
-from ._retry import RetryPolicy
+from orchestra.errors import ConfigError
+from orchestra.providers._retry import RetryPolicy
 
 __all__ = ["AnthropicSettings", "OpenAISettings", "ScriptedSettings"]
 

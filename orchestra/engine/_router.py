@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ._config import RouterConfig
+from orchestra.engine._config import RouterConfig
 
 __all__ = ["route"]
 

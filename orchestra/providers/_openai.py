@@ -14,7 +14,7 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
-from .._errors import (
+from orchestra.errors import (
     ProviderAuthenticationError,
     ProviderError,
     ProviderRateLimitError,
@@ -22,9 +22,16 @@ from .._errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from ._base import ChatMessage, Completion, CompletionRequest, StreamItem, TokenDelta, Usage
-from ._retry import parse_retry_after, retry_call, retry_stream
-from ._settings import OpenAISettings
+from orchestra.providers._base import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    StreamItem,
+    TokenDelta,
+    Usage,
+)
+from orchestra.providers._retry import parse_retry_after, retry_call, retry_stream
+from orchestra.providers._settings import OpenAISettings
 
 __all__ = ["OpenAIProvider"]
 

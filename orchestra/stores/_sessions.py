@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._messages import HistoryTurn
+from orchestra.engine._messages import HistoryTurn
 
 __all__ = ["Session", "SessionStore", "SessionTurn"]
 

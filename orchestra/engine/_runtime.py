@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ._agent import Agent, EventSink
-from ._config import OrchestraConfig
-from ._messages import TurnRequest, TurnResult
-from ._providers._base import LLMProvider
+from orchestra.engine._agent import Agent, EventSink
+from orchestra.engine._config import OrchestraConfig
+from orchestra.engine._messages import TurnRequest, TurnResult
+from orchestra.providers._base import LLMProvider
 
 __all__ = ["AgentRuntime", "LocalRuntime"]
 

@@ -29,8 +29,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from ._errors import InternalError, OrchestraError, PayloadTooLargeError, ValidationError
-from ._messages import MAX_MESSAGE_CHARS, MAX_USER_CONTEXT_BYTES, SESSION_ID_RE, ChatResult, RunRequest
+from orchestra.engine._messages import (
+    MAX_MESSAGE_CHARS,
+    MAX_USER_CONTEXT_BYTES,
+    SESSION_ID_RE,
+    ChatResult,
+    RunRequest,
+)
+from orchestra.errors import InternalError, OrchestraError, PayloadTooLargeError, ValidationError
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._agent import EventSink
-from ._config import OrchestraConfig, TeamConfig
-from ._messages import Contribution, HistoryTurn, TurnRequest, TurnResult
-from ._runtime import AgentRuntime
+from orchestra.engine._agent import EventSink
+from orchestra.engine._config import OrchestraConfig, TeamConfig
+from orchestra.engine._messages import Contribution, HistoryTurn, TurnRequest, TurnResult
+from orchestra.engine._runtime import AgentRuntime
 
 __all__ = [
     "PATTERNS",
