@@ -39,6 +39,7 @@ from orchestra import (
     ServiceUnavailableError,
 )
 from orchestra.engine._batching import KeyedBatcher
+from orchestra.engine._config import packaged_config
 from orchestra.serving import _contract as api
 from orchestra.serving._auth import KeyStore, Principal, parse_api_keys_env, require_scope
 from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -61,7 +62,7 @@ log = logging.getLogger("orchestra.serve")
 
 MODES = orchestra.MODES
 DEPLOYMENT_OF_MODE = {"lite": "ModeLite", "balanced": "ModeBalanced", "quality": "ModeQuality"}
-SERVE_CONFIG = Path(__file__).resolve().parent / "configs" / "serve.yaml"
+SERVE_CONFIG = packaged_config("serve.yaml")
 METRICS_ACTOR = "orchestra-metrics"
 STARTED = time.time()
 

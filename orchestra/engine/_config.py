@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -351,11 +352,20 @@ class OrchestraConfig(_Model):
 
 
 def default_config_path() -> Path:
-    """``ORCHESTRA_CONFIG`` if set, else ``configs/swarms.yaml`` of this checkout."""
+    """``ORCHESTRA_CONFIG`` if set, else the ``swarms.yaml`` shipped with the package (``configs/``)."""
     env = os.environ.get("ORCHESTRA_CONFIG")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "configs" / "swarms.yaml"
+    return packaged_config("swarms.yaml")
+
+
+def packaged_config(name: str) -> Path:
+    """A file of ``configs/``: the wheel ships that folder as ``orchestra/configs``; in a checkout (an
+    editable install included) it is the top-level ``configs/`` beside the package."""
+    try:
+        return Path(str(resources.files("orchestra.configs") / name))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "configs" / name
 
 
 def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -> OrchestraConfig:

@@ -41,7 +41,7 @@ def test_orchestra_serve_runs_answers_and_stops_on_ctrl_c(tmp_path: Path) -> Non
     }
     env["ORCHESTRA_SCRIPTED_LATENCY_S"] = "0.01"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestra.cli._main", "serve", "--port", str(port), "--address", "local"],
+        [sys.executable, "-m", "orchestra.cli", "serve", "--port", str(port), "--address", "local"],
         cwd=tmp_path,  # the dev key lands in tmp_path/.orchestra
         env=env,
         stdout=subprocess.PIPE,
