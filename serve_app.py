@@ -38,6 +38,7 @@ from orchestra import (
     RunRequest,
     ServiceUnavailableError,
 )
+from orchestra._types import MODES
 from orchestra.engine._batching import KeyedBatcher
 from orchestra.engine._config import packaged_config
 from orchestra.serving import _contract as api
@@ -60,8 +61,7 @@ from orchestra.stores._ratelimit import (
 
 log = logging.getLogger("orchestra.serve")
 
-MODES = orchestra.MODES
-DEPLOYMENT_OF_MODE = {"lite": "ModeLite", "balanced": "ModeBalanced", "quality": "ModeQuality"}
+DEPLOYMENT_OF_MODE = {mode: f"Mode{mode.capitalize()}" for mode in MODES}
 SERVE_CONFIG = packaged_config("serve.yaml")
 METRICS_ACTOR = "orchestra-metrics"
 STARTED = time.time()
@@ -324,12 +324,10 @@ def _session_data(session: orchestra.Session) -> dict[str, Any]:
 @serve.deployment
 @serve.ingress(fastapi_app)
 class Ingress:
-    def __init__(
-        self, lite: DeploymentHandle[Any], balanced: DeploymentHandle[Any], quality: DeploymentHandle[Any]
-    ) -> None:
+    def __init__(self, **modes: DeploymentHandle[Any]) -> None:
         import redis.asyncio as aioredis
 
-        self._modes = {"lite": lite, "balanced": balanced, "quality": quality}
+        self._modes: dict[str, DeploymentHandle[Any]] = {mode: modes[mode] for mode in MODES}
         self._orchestra = orchestra.connect()
         self._config = self._orchestra.config
         # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
@@ -682,9 +680,7 @@ def build_app(options: dict[str, dict[str, Any]] | None = None, *, env: dict[str
         mode: serve.deployment(ModeRunner).options(name=name, **with_env(name)).bind(mode)  # type: ignore[attr-defined]
         for mode, name in DEPLOYMENT_OF_MODE.items()
     }
-    return Ingress.options(name="Ingress", **with_env("Ingress")).bind(  # type: ignore[attr-defined]
-        modes["lite"], modes["balanced"], modes["quality"]
-    )
+    return Ingress.options(name="Ingress", **with_env("Ingress")).bind(**modes)  # type: ignore[attr-defined]
 
 
 app = build_app()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from orchestra._types import MODES
 from orchestra.engine._agent import Agent, EventSink, build_messages
 from orchestra.engine._config import (
-    MODES,
     AgentConfig,
     OrchestraConfig,
     RouterConfig,

@@ -27,7 +27,10 @@ An upstream 401 is deliberately *not* mapped to 401: that status tells a client 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
+
+from pydantic import ValidationError as PydanticValidationError
 
 __all__ = [
     "AuthenticationError",
@@ -48,6 +51,8 @@ __all__ = [
     "ServiceUnavailableError",
     "ValidationError",
     "error_from_dict",
+    "invalid",
+    "pydantic_errors",
 ]
 
 
@@ -203,3 +208,49 @@ def error_from_dict(error: dict[str, Any]) -> OrchestraError:
     """Rebuild an error from its spec ``error`` object (e.g. one received over the wire)."""
     cls = _BY_CODE.get(str(error.get("code")), InternalError)
     return cls(str(error.get("message", "")), details=dict(error.get("details") or {}))
+
+
+# -- pydantic validation errors → the spec's ``details`` ---------------------------------------------
+
+
+def pydantic_errors(
+    error: PydanticValidationError,
+    *,
+    prefix: Sequence[object] = (),
+    root: str = "<body>",
+    rename: Mapping[str, str] | None = None,
+    explain: Mapping[str, Callable[[str], str]] | None = None,
+) -> list[dict[str, str]]:
+    """``[{field, reason}, ...]`` for every problem pydantic found; ``field`` is the dotted path.
+
+    ``prefix`` is prepended to each path (``data.args`` for a WebSocket command); ``root`` names the
+    whole value when the path is empty; ``rename`` maps an internal field name to the one the client
+    used; ``explain`` gives the reason for an error type itself (called with the field). Client input is
+    never echoed (``include_input=False``), and names are cut to 100 characters.
+    """
+    errors = []
+    for err in error.errors(include_url=False, include_input=False, include_context=False):
+        field = ".".join(str(p)[:100] for p in (*prefix, *err["loc"])) or root
+        if rename:
+            field = rename.get(field, field)
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        if explain and err["type"] in explain:
+            reason = explain[err["type"]](field)
+        errors.append({"field": field, "reason": reason})
+    return errors
+
+
+def invalid(
+    errors: list[dict[str, str]],
+    *,
+    what: str = "invalid request",
+    cls: type[OrchestraError] = ValidationError,
+) -> OrchestraError:
+    """The error for a list of ``{field, reason}`` problems: the message names the first, ``details`` is
+    ``{field, reason, errors}`` (api.md §4)."""
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return cls(
+        f"{what}: {first['field']}: {first['reason']}{more}",
+        details={"field": first["field"], "reason": first["reason"], "errors": errors},
+    )

@@ -9,7 +9,8 @@ import logging
 import sys
 from typing import Any
 
-from orchestra.engine._config import MODES, load_config
+from orchestra._types import MODES
+from orchestra.engine._config import load_config
 from orchestra.engine._messages import RunCompleted, RunEvent, RunFailed, TokenEvent, TurnEnd, TurnStart
 from orchestra.errors import OrchestraError
 

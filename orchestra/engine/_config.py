@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from orchestra.errors import ConfigError
+from orchestra._types import MODES, FrozenModel, Mode
+from orchestra.errors import ConfigError, invalid, pydantic_errors
 from orchestra.providers._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
 
 __all__ = [
-    "MODES",
     "AgentConfig",
     "OrchestraConfig",
     "ProviderName",
@@ -33,19 +33,13 @@ __all__ = [
     "load_config",
 ]
 
-Mode = Literal["lite", "balanced", "quality"]
-MODES: tuple[Mode, ...] = ("lite", "balanced", "quality")
 ProviderName = Literal["scripted", "openai", "anthropic"]
 PatternName = Literal["review_loop", "debate", "pipeline", "fan_out_reduce"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AgentConfig(_Model):
+class AgentConfig(FrozenModel):
     role: str = Field(
         description="Role label (planner, coder, reviewer, debater, judge, ...); shapes behaviour."
     )
@@ -57,7 +51,7 @@ class AgentConfig(_Model):
     temperature: float = Field(default=0.2, ge=0.0, le=2.0, description="Sampling temperature.")
 
 
-class TeamModeSettings(_Model):
+class TeamModeSettings(FrozenModel):
     agents: dict[str, int] = Field(
         default_factory=dict, description="Parallel instances per agent name (default 1), e.g. {debater: 3}."
     )
@@ -69,7 +63,7 @@ class TeamModeSettings(_Model):
     deadline_s: float | None = Field(default=None, gt=0, description="Overrides the mode's deadline.")
 
 
-class TeamConfig(_Model):
+class TeamConfig(FrozenModel):
     description: str = Field(description="One line shown when teams are listed.")
     pattern: PatternName = Field(description="Interaction pattern the team runs.")
     agents: dict[str, AgentConfig] = Field(description="The team's agents by name.")
@@ -154,24 +148,24 @@ class TeamConfig(_Model):
         return names
 
 
-class RouterRule(_Model):
+class RouterRule(FrozenModel):
     team: str = Field(description="Team chosen when a keyword matches.")
     keywords: list[str] = Field(min_length=1, description="Case-insensitive whole-word phrases.")
 
 
-class RouterConfig(_Model):
+class RouterConfig(FrozenModel):
     default: str = Field(description="Team used when no rule matches.")
     rules: list[RouterRule] = Field(default_factory=list, description="Checked in order; first match wins.")
 
 
-class ModeConfig(_Model):
+class ModeConfig(FrozenModel):
     model_tier: str = Field(description="Model tier (a key of model_tiers.<provider>) used in this mode.")
     deadline_s: float = Field(
         gt=0, description="A run in this mode past this many seconds is a TIMEOUT_ERROR."
     )
 
 
-class RuntimeConfig(_Model):
+class RuntimeConfig(FrozenModel):
     namespace: str = Field(default="orchestra", description="Ray namespace of the named actors.")
     orchestrator_shards: int = Field(
         default=1, ge=1, le=64, description="Orchestrator actors; sessions are spread over them by hash."
@@ -248,7 +242,7 @@ class RuntimeConfig(_Model):
     )
 
 
-class RecordingConfig(_Model):
+class RecordingConfig(FrozenModel):
     record_path: str | None = Field(
         default=None,
         description="Append every completion (any provider) to this JSONL file (env ORCHESTRA_RECORD).",
@@ -265,7 +259,7 @@ class RecordingConfig(_Model):
         )
 
 
-class OrchestraConfig(_Model):
+class OrchestraConfig(FrozenModel):
     provider: Literal["auto", "scripted", "openai", "anthropic"] = Field(
         default="auto",
         description=(
@@ -389,13 +383,6 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any] | None = None) -
     try:
         return OrchestraConfig.model_validate(raw)
     except PydanticValidationError as e:
-        errors = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "<root>", "reason": err["msg"]}
-            for err in e.errors(include_url=False)
-        ]
-        first = errors[0]
-        raise ConfigError(
-            f"invalid config {origin}: {first['field']}: {first['reason']}"
-            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-            details={"field": first["field"], "reason": first["reason"], "errors": errors},
+        raise invalid(
+            pydantic_errors(e, root="<root>"), what=f"invalid config {origin}", cls=ConfigError
         ) from None

@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError as PydanticValidationError
 
+from orchestra._types import MODES
 from orchestra.engine._agent import EventSink
-from orchestra.engine._config import MODES, OrchestraConfig
+from orchestra.engine._config import OrchestraConfig
 from orchestra.engine._messages import (
     ChatMetadata,
     ChatResult,
@@ -41,6 +42,8 @@ from orchestra.errors import (
     RunCancelledError,
     ServiceUnavailableError,
     ValidationError,
+    invalid,
+    pydantic_errors,
 )
 from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
 from orchestra.stores._sessions import Session, SessionStore, SessionTurn
@@ -57,15 +60,7 @@ def parse_run_request(data: dict[str, Any]) -> RunRequest:
     try:
         return RunRequest.model_validate(data)
     except PydanticValidationError as e:
-        errors = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "<body>", "reason": err["msg"]}
-            for err in e.errors(include_url=False)
-        ]
-        first = errors[0]
-        raise ValidationError(
-            f"invalid request: {first['field']}: {first['reason']}",
-            details={"field": first["field"], "reason": first["reason"], "errors": errors},
-        ) from None
+        raise invalid(pydantic_errors(e)) from None
 
 
 def team_infos(config: OrchestraConfig, provider: str) -> list[TeamInfo]:

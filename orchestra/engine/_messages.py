@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field
+
+from orchestra._types import IDENTIFIER_RE, FrozenModel, Mode
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -21,6 +22,7 @@ __all__ = [
     "RunEvent",
     "RunFailed",
     "RunRequest",
+    "SessionId",
     "TeamInfo",
     "TokenEvent",
     "Transcript",
@@ -29,54 +31,54 @@ __all__ = [
     "TurnRequest",
     "TurnResult",
     "TurnStart",
+    "UserContext",
 ]
 
 MAX_MESSAGE_CHARS = 32_000
 MAX_USER_CONTEXT_BYTES = 16 * 1024
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SessionId = Annotated[str, Field(pattern=IDENTIFIER_RE.pattern)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _check_user_context(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        raise ValueError("must be JSON-serialisable") from None
+    if size > MAX_USER_CONTEXT_BYTES:
+        raise ValueError(f"is {size} bytes as compact JSON; at most {MAX_USER_CONTEXT_BYTES} allowed")
+    return value
+
+
+UserContext = Annotated[dict[str, Any], AfterValidator(_check_user_context)]
+"""``user_context``: any JSON object of at most ``MAX_USER_CONTEXT_BYTES`` as compact JSON."""
 
 
 # -- requests --------------------------------------------------------------------------------------
 
 
-class RunRequest(_Frozen):
+class RunRequest(FrozenModel):
     """One chat turn for a swarm: the spec §5 request plus who asks (tenant) and a run id."""
 
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, description="The user's message.")
-    session_id: Annotated[str, Field(pattern=SESSION_ID_RE.pattern)] | None = Field(
+    session_id: SessionId | None = Field(
         default=None, description="Session to continue; a new one is created when absent."
     )
-    optimization_mode: Literal["lite", "balanced", "quality"] = Field(default="balanced")
+    optimization_mode: Mode = Field(default="balanced")
     swarm_type: str | None = Field(default=None, description="Team to run; the router chooses when absent.")
     use_memory: bool = Field(default=False, description="Recall and store long-term memory (serving layer).")
-    user_context: dict[str, Any] = Field(default_factory=dict, description="Given to every agent.")
+    user_context: UserContext = Field(default_factory=dict, description="Given to every agent.")
     tenant: str = Field(default="local", min_length=1, max_length=128, description="Owner of the session.")
     run_id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=128)
 
-    @field_validator("user_context")
-    @classmethod
-    def _context_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            size = len(json.dumps(value, separators=(",", ":")).encode())
-        except (TypeError, ValueError):
-            raise ValueError("must be JSON-serialisable") from None
-        if size > MAX_USER_CONTEXT_BYTES:
-            raise ValueError(f"is {size} bytes; at most {MAX_USER_CONTEXT_BYTES} allowed")
-        return value
 
-
-class HistoryTurn(_Frozen):
+class HistoryTurn(FrozenModel):
     """A prior turn of the same session, given to agents as context."""
 
     user: str
     assistant: str
 
 
-class Contribution(_Frozen):
+class Contribution(FrozenModel):
     """What one agent said, as its teammates see it."""
 
     agent: str
@@ -85,7 +87,7 @@ class Contribution(_Frozen):
     text: str
 
 
-class TurnRequest(_Frozen):
+class TurnRequest(FrozenModel):
     """Coordinator → agent: take one turn."""
 
     run_id: str
@@ -103,7 +105,7 @@ class TurnRequest(_Frozen):
     stream: bool = False
 
 
-class ProcessingStep(_Frozen):
+class ProcessingStep(FrozenModel):
     """One agent turn as reported in ``metadata.processing_steps`` (spec §5)."""
 
     agent: str
@@ -115,7 +117,7 @@ class ProcessingStep(_Frozen):
     latency_s: float = Field(ge=0)
 
 
-class TurnResult(_Frozen):
+class TurnResult(FrozenModel):
     """Agent → coordinator: the turn's text and its accounting."""
 
     agent: str
@@ -146,7 +148,7 @@ class TurnResult(_Frozen):
 # -- results ---------------------------------------------------------------------------------------
 
 
-class ChatMetadata(_Frozen):
+class ChatMetadata(FrozenModel):
     tokens_used: int = Field(ge=0, description="Sum of prompt and completion tokens over processing_steps.")
     model: str
     swarm_type: str
@@ -154,7 +156,7 @@ class ChatMetadata(_Frozen):
     processing_steps: list[ProcessingStep]
 
 
-class ChatResult(_Frozen):
+class ChatResult(FrozenModel):
     """The spec §5 response ``data``. ``run_id`` is for callers of the Python API and is not serialised."""
 
     response: str
@@ -166,7 +168,7 @@ class ChatResult(_Frozen):
     run_id: str = Field(default="", exclude=True)
 
 
-class TranscriptEntry(_Frozen):
+class TranscriptEntry(FrozenModel):
     """A turn with its full text, for inspecting a run after the fact."""
 
     agent: str
@@ -179,7 +181,7 @@ class TranscriptEntry(_Frozen):
     latency_s: float
 
 
-class Transcript(_Frozen):
+class Transcript(FrozenModel):
     run_id: str
     session_id: str
     tenant: str
@@ -191,7 +193,7 @@ class Transcript(_Frozen):
     error: dict[str, Any] | None = None
 
 
-class TeamInfo(_Frozen):
+class TeamInfo(FrozenModel):
     swarm_type: str
     description: str
     pattern: str
@@ -204,7 +206,7 @@ class TeamInfo(_Frozen):
 # -- stream events (spec §7 ``stream`` frames, plus the end of the run) -----------------------------
 
 
-class _Event(_Frozen):
+class _Event(FrozenModel):
     run_id: str
 
 

@@ -10,8 +10,9 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from orchestra._types import FrozenModel
 from orchestra.errors import ProviderError
 from orchestra.providers._base import CompletionRequest, StreamItem, TokenDelta
 
@@ -20,10 +21,8 @@ __all__ = ["RetryPolicy", "parse_retry_after", "retry_call", "retry_stream"]
 T = TypeVar("T")
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(FrozenModel):
     """How a provider call is retried. Only retryable errors (rate limit, timeout, unavailable) are."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_retries: int = Field(default=4, ge=0, le=20, description="Retries after the first attempt.")
     base_delay_s: float = Field(

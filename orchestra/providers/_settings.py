@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
+from orchestra._types import FrozenModel
 from orchestra.errors import ConfigError
 from orchestra.providers._retry import RetryPolicy
 
 __all__ = ["AnthropicSettings", "OpenAISettings", "ScriptedSettings"]
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _RemoteSettings(_Settings):
+class _RemoteSettings(FrozenModel):
     base_url: str | None = Field(
         default=None,
         description="API base URL; None uses the SDK default (or its *_BASE_URL env variable).",
@@ -57,7 +54,7 @@ class AnthropicSettings(_RemoteSettings):
     )
 
 
-class ScriptedSettings(_Settings):
+class ScriptedSettings(FrozenModel):
     """The offline, deterministic stand-in model.
 
     Never a real model: the model names it reports start with ``scripted/``.

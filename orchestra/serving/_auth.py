@@ -37,17 +37,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import Field, field_serializer, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from redis.exceptions import RedisError
 
-from orchestra.engine._messages import SESSION_ID_RE
+from orchestra._types import IDENTIFIER_RE, FrozenModel
 from orchestra.errors import (
     AuthenticationError,
     ConfigError,
     OrchestraError,
     ServiceUnavailableError,
     ValidationError,
+    invalid,
+    pydantic_errors,
 )
 
 __all__ = [
@@ -73,7 +75,7 @@ MIN_KEY_CHARS = 16
 CACHE_TTL_S = 2.0
 # RFC 6750 b64token: what may follow "Bearer ". Also keeps ',' and ':' free for ORCHESTRA_API_KEYS.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
-_ID_PATTERN = SESSION_ID_RE.pattern  # key ids and tenants: 1-128 of [A-Za-z0-9._:-]
+_ID_PATTERN = IDENTIFIER_RE.pattern  # key ids and tenants: 1-128 of [A-Za-z0-9._:-]
 
 
 def hash_key(key: str) -> str:
@@ -93,10 +95,8 @@ class Principal:
         return scope in self.scopes or "admin" in self.scopes
 
 
-class ApiKeyRecord(BaseModel):
+class ApiKeyRecord(FrozenModel):
     """What is stored about a key; never the key itself."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     key_id: str = Field(pattern=_ID_PATTERN)
     key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -326,12 +326,7 @@ class KeyStore:
         try:
             return ApiKeyRecord(**fields)
         except PydanticValidationError as e:
-            bad = [".".join(str(p) for p in err["loc"]) for err in e.errors()]
-            first = e.errors(include_url=False, include_input=False)[0]
-            raise error(
-                f"invalid API key {bad[0]}: {first['msg']}",
-                details={"field": bad[0], "reason": first["msg"], "errors": bad},
-            ) from None
+            raise invalid(pydantic_errors(e), what="invalid API key", cls=error) from None
 
     async def list(self) -> builtins.list[ApiKeyRecord]:
         """Every key record (revoked ones included), oldest first."""

@@ -24,19 +24,27 @@ import uuid
 from collections.abc import AsyncIterable, Collection, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import Field, StrictBool
 from pydantic import ValidationError as PydanticValidationError
 
+from orchestra._types import FrozenModel, Mode
 from orchestra.engine._messages import (
     MAX_MESSAGE_CHARS,
-    MAX_USER_CONTEXT_BYTES,
-    SESSION_ID_RE,
     ChatResult,
     RunRequest,
+    SessionId,
+    UserContext,
 )
-from orchestra.errors import InternalError, OrchestraError, PayloadTooLargeError, ValidationError
+from orchestra.errors import (
+    InternalError,
+    OrchestraError,
+    PayloadTooLargeError,
+    ValidationError,
+    invalid,
+    pydantic_errors,
+)
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",
@@ -81,45 +89,30 @@ _RENAMES: dict[ApiVersion, dict[str, str]] = {
     "v1": {"message": "text", "session_id": "sessionId"},
 }
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_SessionId = Annotated[str, Field(pattern=SESSION_ID_RE.pattern)]
 
 
 # -- request models --------------------------------------------------------------------------------
 
 
-class V2ChatRequest(BaseModel):
+class V2ChatRequest(FrozenModel):
     """The ``POST /chat/v2/chat`` body (api.md §5). ``null`` for an optional field means "absent"."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
-    session_id: _SessionId | None = None
-    optimization_mode: Literal["lite", "balanced", "quality"] = "balanced"
+    session_id: SessionId | None = None
+    optimization_mode: Mode = "balanced"
     # Membership in the configured teams is checked by the engine (or validate_swarm_type): the model does
     # not know the configuration.
     swarm_type: str | None = Field(default=None, min_length=1, max_length=128)
     # Strict: "yes" or 1 are not booleans in a JSON API.
     use_memory: StrictBool = False
-    user_context: dict[str, Any] | None = None
-
-    @field_validator("user_context")
-    @classmethod
-    def _context_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            # Measured exactly as RunRequest measures it, so a body accepted here is accepted there.
-            size = len(json.dumps(value, separators=(",", ":")).encode())
-            if size > MAX_USER_CONTEXT_BYTES:
-                raise ValueError(f"is {size} bytes as compact JSON; at most {MAX_USER_CONTEXT_BYTES} allowed")
-        return value
+    user_context: UserContext | None = None  # the same check as RunRequest's
 
 
-class V1ChatRequest(BaseModel):
+class V1ChatRequest(FrozenModel):
     """The deprecated ``POST /chat/v1/chat`` body (api.md §2)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     text: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
-    sessionId: _SessionId | None = None  # the v1 wire name
+    sessionId: SessionId | None = None  # the v1 wire name
 
 
 # -- body size -------------------------------------------------------------------------------------
@@ -221,19 +214,14 @@ def _json_type(value: Any) -> str:
 
 def _errors_from_pydantic(e: PydanticValidationError, version: ApiVersion) -> list[dict[str, str]]:
     renames = _RENAMES[version]
-    errors: list[dict[str, str]] = []
-    for err in e.errors(include_url=False, include_input=False):
-        field = ".".join(str(p) for p in err["loc"]) or "<body>"
-        reason = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            other = "v1" if version == "v2" else "v2"
-            reason = (
-                f"unknown field; this is the {other} name, {version} calls it {renames[field]}"
-                if field in renames
-                else "unknown field"
-            )
-        errors.append({"field": field, "reason": reason})
-    return errors
+    other = "v1" if version == "v2" else "v2"
+
+    def unknown(field: str) -> str:
+        if field in renames:
+            return f"unknown field; this is the {other} name, {version} calls it {renames[field]}"
+        return "unknown field"
+
+    return pydantic_errors(e, explain={"extra_forbidden": unknown})
 
 
 def parse_body(raw: bytes, version: ApiVersion) -> V1ChatRequest | V2ChatRequest:
@@ -264,11 +252,7 @@ def parse_body(raw: bytes, version: ApiVersion) -> V1ChatRequest | V2ChatRequest
         raise ValidationError(
             f"invalid request: {reason}", details={"field": "text", "reason": reason, "errors": errors}
         )
-    first = errors[0]
-    raise ValidationError(
-        f"invalid request: {first['field']}: {first['reason']}",
-        details={"field": first["field"], "reason": first["reason"], "errors": errors},
-    )
+    raise invalid(errors)
 
 
 def detect_version(headers: Mapping[str, str], raw: bytes) -> ApiVersion:
@@ -321,10 +305,7 @@ def to_run_request(req: V1ChatRequest | V2ChatRequest, *, tenant: str, run_id: s
         return RunRequest(**fields, tenant=tenant, run_id=run_id)
     except PydanticValidationError as e:
         # Only tenant/run_id can fail here (the body was validated): our bug, so a 500, not a 400.
-        raise InternalError(
-            "cannot build the run request",
-            details={"fields": [".".join(str(p) for p in err["loc"]) for err in e.errors()]},
-        ) from None
+        raise invalid(pydantic_errors(e), what="cannot build the run request", cls=InternalError) from None
 
 
 # -- responses -------------------------------------------------------------------------------------

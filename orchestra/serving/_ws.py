@@ -40,10 +40,9 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from orchestra.engine._config import MODES
-from orchestra.engine._engine import Engine, parse_run_request
+from orchestra._types import IDENTIFIER_RE, MODES, Mode
+from orchestra.engine._engine import Engine
 from orchestra.engine._messages import (
-    SESSION_ID_RE,
     RunCompleted,
     RunEvent,
     RunFailed,
@@ -60,6 +59,8 @@ from orchestra.errors import (
     RunCancelledError,
     ServiceUnavailableError,
     ValidationError,
+    invalid,
+    pydantic_errors,
 )
 
 __all__ = [
@@ -102,7 +103,7 @@ SUBPROTOCOL = "orchestra.v2"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 MAX_FRAME_BYTES = 64 * 1024
 MAX_WAITING = 4
-REQUEST_ID_RE = SESSION_ID_RE
+REQUEST_ID_RE = IDENTIFIER_RE
 """Client-chosen request ids: 1-128 of ``[A-Za-z0-9._:-]`` (a UUID fits)."""
 
 _CLIENT_TYPES = ("chat", "command", "control")
@@ -220,8 +221,6 @@ class RateLimiter(Protocol):
 
 # -- client frame payloads -------------------------------------------------------------------------
 
-Mode = Literal["lite", "balanced", "quality"]
-
 
 class _Payload(BaseModel):
     # strict: "true" is not a boolean and 1 is not a message.
@@ -268,11 +267,8 @@ def _field(parts: Sequence[object]) -> str:
     return ".".join(str(p)[:_MAX_FIELD_CHARS] for p in parts)
 
 
-def _invalid(field: str, reason: str, errors: list[dict[str, str]] | None = None) -> ValidationError:
-    return ValidationError(
-        f"invalid frame: {field}: {reason}",
-        details={"field": field, "reason": reason, "errors": errors or [{"field": field, "reason": reason}]},
-    )
+def _invalid(field: str, reason: str) -> OrchestraError:
+    return invalid([{"field": field, "reason": reason}], what="invalid frame")
 
 
 def _validate(model: type[_P], value: Any, prefix: str) -> _P:
@@ -280,11 +276,7 @@ def _validate(model: type[_P], value: Any, prefix: str) -> _P:
     try:
         return model.model_validate(value)
     except PydanticValidationError as e:
-        errors = [
-            {"field": _field([prefix, *err["loc"]]), "reason": err["msg"]}
-            for err in e.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise _invalid(errors[0]["field"], errors[0]["reason"], errors) from None
+        raise invalid(pydantic_errors(e, prefix=prefix.split(".")), what="invalid frame") from None
 
 
 # RunRequest field → the name the client used in its chat frame.
@@ -293,13 +285,9 @@ _CHAT_FIELDS = {"message": "data.message", "user_context": "data.context", "run_
 
 def _build_request(fields: dict[str, Any]) -> RunRequest:
     try:
-        return parse_run_request(fields)
-    except ValidationError as e:
-        errors = [
-            {"field": _CHAT_FIELDS.get(err["field"], err["field"]), "reason": err["reason"]}
-            for err in e.details.get("errors", [])
-        ]
-        raise _invalid(errors[0]["field"], errors[0]["reason"], errors) from None
+        return RunRequest.model_validate(fields)
+    except PydanticValidationError as e:
+        raise invalid(pydantic_errors(e, rename=_CHAT_FIELDS), what="invalid frame") from None
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -369,7 +357,7 @@ class WsConnection:
     ) -> None:
         # The ingress checks these first and closes with CLOSE_INVALID_PATH; no chat could run on a bad
         # session id, so refuse to build the connection at all.
-        if not SESSION_ID_RE.fullmatch(session_id):
+        if not IDENTIFIER_RE.fullmatch(session_id):
             raise ValidationError(
                 "invalid session_id",
                 details={"field": "session_id", "reason": "must be 1-128 of [A-Za-z0-9._:-]"},

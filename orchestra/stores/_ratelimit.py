@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -48,6 +49,7 @@ __all__ = [
     "WS_REFILL_PER_S",
     "LocalTokenBucket",
     "RateLimitDecision",
+    "RateLimiter",
     "RedisTokenBucket",
     "limits_from_env",
     "rate_limit_error",
@@ -103,6 +105,20 @@ class RateLimitDecision:
     remaining: int
     reset_s: float
     retry_after_s: float | None
+
+
+class RateLimiter(Protocol):
+    """A token bucket per key: ``LocalTokenBucket`` (one process) or ``RedisTokenBucket`` (shared)."""
+
+    capacity: int
+    limit: int
+
+    async def acquire(self, key: str, cost: int = 1) -> RateLimitDecision:
+        """Take ``cost`` tokens from ``key``'s bucket if it has them (the decision says whether it did).
+
+        Raises ``ServiceUnavailableError`` when a shared bucket cannot be reached.
+        """
+        ...
 
 
 def _interval_us(refill_per_s: float) -> int:
