@@ -1,0 +1,45 @@
+"""Where state lives: each store is a Protocol with its in-memory implementation beside it; the Redis
+implementations are in ``orchestra.stores.redis``.
+
+- ``SessionStore``: sessions and their turns (``InMemorySessionStore``);
+- ``MemoryStore``: long-term memory for ``use_memory`` (``InMemoryMemoryStore``, ``RedisMemoryStore``);
+- ``KeyStore``: API key records, hashes only (``InMemoryKeyStore``, ``RedisKeyStore``);
+- ``RateLimiter``: token buckets per key (``LocalTokenBucket``, ``RedisTokenBucket``).
+"""
+
+from orchestra.stores._keys import SCOPES, ApiKeyRecord, InMemoryKeyStore, KeyStore
+from orchestra.stores._memory import InMemoryMemoryStore, MemoryItem, MemoryStore, relevance
+from orchestra.stores._ratelimit import (
+    DEFAULT_CAPACITY,
+    DEFAULT_LIMIT_PER_MINUTE,
+    WS_CAPACITY,
+    WS_LIMIT_PER_MINUTE,
+    WS_REFILL_PER_S,
+    LocalTokenBucket,
+    RateLimitDecision,
+    RateLimiter,
+)
+from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_LIMIT_PER_MINUTE",
+    "SCOPES",
+    "WS_CAPACITY",
+    "WS_LIMIT_PER_MINUTE",
+    "WS_REFILL_PER_S",
+    "ApiKeyRecord",
+    "InMemoryKeyStore",
+    "InMemoryMemoryStore",
+    "InMemorySessionStore",
+    "KeyStore",
+    "LocalTokenBucket",
+    "MemoryItem",
+    "MemoryStore",
+    "RateLimitDecision",
+    "RateLimiter",
+    "Session",
+    "SessionStore",
+    "SessionTurn",
+    "relevance",
+]

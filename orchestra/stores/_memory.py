@@ -8,21 +8,18 @@ are already in the context as history).
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from typing import Any, Protocol
+from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from orchestra._types import FrozenModel
 
-__all__ = ["InMemoryMemoryStore", "MemoryItem", "MemoryStore", "RedisMemoryStore", "relevance"]
+__all__ = ["InMemoryMemoryStore", "MemoryItem", "MemoryStore", "pick", "relevance"]
 
 _WORD = re.compile(r"[a-z0-9]{3,}")
 
 
-class MemoryItem(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class MemoryItem(FrozenModel):
     session_id: str
     message: str
     response: str
@@ -37,7 +34,7 @@ def relevance(query: str, item: MemoryItem) -> int:
     return len(_words(query) & _words(item.message + " " + item.response))
 
 
-def _pick(items: list[MemoryItem], query: str, exclude_session: str | None, k: int) -> list[MemoryItem]:
+def pick(items: list[MemoryItem], query: str, exclude_session: str | None, k: int) -> list[MemoryItem]:
     scored = [
         (relevance(query, item), item.created_at, item)
         for item in items
@@ -48,6 +45,7 @@ def _pick(items: list[MemoryItem], query: str, exclude_session: str | None, k: i
     return [item for _, _, item in scored[:k]]
 
 
+@runtime_checkable
 class MemoryStore(Protocol):
     async def remember(self, tenant: str, session_id: str, message: str, response: str) -> None: ...
 
@@ -73,33 +71,4 @@ class InMemoryMemoryStore:
     async def recall(
         self, tenant: str, query: str, *, exclude_session: str | None = None, k: int = 3
     ) -> list[MemoryItem]:
-        return _pick(self._items.get(tenant, []), query, exclude_session, k)
-
-
-class RedisMemoryStore:
-    """Memory in Redis: one capped list per tenant (``<prefix><tenant>``), shared by every shard."""
-
-    def __init__(self, redis: Any, *, prefix: str = "orchestra:memory:", max_items: int = 500) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._max = max_items
-
-    async def remember(self, tenant: str, session_id: str, message: str, response: str) -> None:
-        item = MemoryItem(session_id=session_id, message=message, response=response, created_at=time.time())
-        key = self._prefix + tenant
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, item.model_dump_json())
-            pipe.ltrim(key, -self._max, -1)
-            await pipe.execute()
-
-    async def recall(
-        self, tenant: str, query: str, *, exclude_session: str | None = None, k: int = 3
-    ) -> list[MemoryItem]:
-        raw = await self._redis.lrange(self._prefix + tenant, 0, -1)
-        items = []
-        for entry in raw:
-            try:
-                items.append(MemoryItem.model_validate(json.loads(entry)))
-            except ValueError:
-                continue  # a corrupt entry is skipped, never fatal to the chat
-        return _pick(items, query, exclude_session, k)
+        return pick(self._items.get(tenant, []), query, exclude_session, k)

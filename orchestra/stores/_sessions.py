@@ -1,16 +1,19 @@
-"""Sessions: per-tenant conversation state, bounded history, idle expiry."""
+"""Sessions: per-tenant conversation state with bounded history and idle expiry.
+
+``SessionStore`` is the contract; ``InMemorySessionStore`` keeps them in this process. A session is keyed
+by ``(tenant, session_id)``: one tenant never sees another's session, even with the same id.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.engine._messages import HistoryTurn
-
-__all__ = ["Session", "SessionStore", "SessionTurn"]
+__all__ = ["InMemorySessionStore", "Session", "SessionStore", "SessionTurn"]
 
 
 class SessionTurn(BaseModel):
@@ -33,70 +36,79 @@ class Session(BaseModel):
     turns: list[SessionTurn] = Field(default_factory=list)
 
 
-class SessionStore:
-    """In-memory sessions keyed by (tenant, session_id): one tenant never sees another's session."""
+@runtime_checkable
+class SessionStore(Protocol):
+    """Where sessions live. Every method may raise ``ServiceUnavailableError`` for a shared store."""
+
+    async def get(self, tenant: str, session_id: str) -> Session | None:
+        """The session (a copy the caller may keep), or None when there is none or it expired."""
+        ...
+
+    async def append(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
+        """Add a turn, creating the session on its first turn; the oldest turns beyond the cap go."""
+        ...
+
+    async def reset(self, tenant: str, session_id: str) -> Session | None:
+        """Forget the turns, keep the session; None when there is none."""
+        ...
+
+    async def end(self, tenant: str, session_id: str) -> Session | None:
+        """Remove the session and return it as it was; None when there was none."""
+        ...
+
+    async def expire(self) -> list[Session]:
+        """End the sessions idle for longer than the TTL and return them."""
+        ...
+
+    async def count(self) -> int:
+        """Sessions held now."""
+        ...
+
+
+class InMemorySessionStore:
+    """Sessions in this process's memory, least recently active first."""
 
     def __init__(
         self, ttl_s: float = 1800.0, *, max_turns: int = 200, clock: Callable[[], float] = time.time
-    ):
+    ) -> None:
         self._ttl = ttl_s
         self._max_turns = max_turns
         self._clock = clock
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._sessions)
+    async def get(self, tenant: str, session_id: str) -> Session | None:
+        await self.expire()
+        session = self._sessions.get((tenant, session_id))
+        return None if session is None else session.model_copy(deep=True)
 
-    def get(self, tenant: str, session_id: str) -> Session | None:
-        self.expire()
-        return self._sessions.get((tenant, session_id))
-
-    def get_or_create(self, tenant: str, session_id: str) -> Session:
-        self.expire()
+    async def append(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
+        await self.expire()
         key = (tenant, session_id)
-        session = self._sessions.get(key)
         now = self._clock()
+        session = self._sessions.get(key)
         if session is None:
-            session = Session(session_id=session_id, tenant=tenant, created_at=now, last_active=now)
-            self._sessions[key] = session
+            session = self._sessions[key] = Session(
+                session_id=session_id, tenant=tenant, created_at=now, last_active=now
+            )
         session.last_active = now
         self._sessions.move_to_end(key)
-        return session
-
-    def append(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
-        session = self.get_or_create(tenant, session_id)
         session.turns.append(turn)
         if session.swarm_type is None:
             session.swarm_type = turn.swarm_type
         del session.turns[: max(0, len(session.turns) - self._max_turns)]
 
-    def history(self, tenant: str, session_id: str, turns: int, chars: int) -> tuple[HistoryTurn, ...]:
-        """The latest ``turns`` turns, oldest first, dropping the oldest until they fit in ``chars``."""
-        session = self.get(tenant, session_id)
-        if session is None or turns <= 0:
-            return ()
-        picked: list[HistoryTurn] = []
-        used = 0
-        for t in reversed(session.turns[-turns:]):
-            size = len(t.message) + len(t.response)
-            if used + size > chars:
-                break
-            picked.append(HistoryTurn(user=t.message, assistant=t.response))
-            used += size
-        return tuple(reversed(picked))
-
-    def reset(self, tenant: str, session_id: str) -> bool:
-        session = self.get(tenant, session_id)
+    async def reset(self, tenant: str, session_id: str) -> Session | None:
+        await self.expire()
+        session = self._sessions.get((tenant, session_id))
         if session is None:
-            return False
+            return None
         session.turns.clear()
-        return True
+        return session.model_copy(deep=True)
 
-    def end(self, tenant: str, session_id: str) -> Session | None:
+    async def end(self, tenant: str, session_id: str) -> Session | None:
         return self._sessions.pop((tenant, session_id), None)
 
-    def expire(self) -> list[Session]:
-        """End sessions idle for longer than the TTL; returns them (oldest activity first)."""
+    async def expire(self) -> list[Session]:
         cutoff = self._clock() - self._ttl
         ended: list[Session] = []
         while self._sessions:
@@ -105,3 +117,6 @@ class SessionStore:
                 break
             ended.append(self._sessions.pop(key))
         return ended
+
+    async def count(self) -> int:
+        return len(self._sessions)

@@ -1,0 +1,9 @@
+"""The stores in Redis (production, several replicas or nodes): each implements the Protocol beside its
+in-memory version in ``orchestra.stores``, and one contract test suite runs against both."""
+
+from orchestra.stores.redis._client import redis_client, unavailable
+from orchestra.stores.redis._keys import RedisKeyStore
+from orchestra.stores.redis._memory import RedisMemoryStore
+from orchestra.stores.redis._ratelimit import RedisTokenBucket
+
+__all__ = ["RedisKeyStore", "RedisMemoryStore", "RedisTokenBucket", "redis_client", "unavailable"]

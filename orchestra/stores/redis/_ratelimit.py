@@ -1,0 +1,92 @@
+"""``RateLimiter`` in Redis: the GCRA step of ``orchestra.stores._ratelimit`` in one atomic Lua script,
+so a limit is exact across every replica and node (the script reads Redis ``TIME``: skewed replica clocks
+still agree). The key expires when its bucket is full again, so idle keys vanish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from orchestra.stores._ratelimit import (
+    DEFAULT_CAPACITY,
+    DEFAULT_LIMIT_PER_MINUTE,
+    DEFAULT_REFILL_PER_S,
+    RateLimitDecision,
+    check_cost,
+    decision,
+    interval_us,
+)
+from orchestra.stores.redis._client import unavailable
+
+__all__ = ["RedisTokenBucket"]
+
+# KEYS[1] bucket; ARGV: interval µs, capacity, cost, now µs override ('' = Redis TIME; tests only).
+# Numbers leave the script as strings: Redis would truncate Lua numbers, and %d keeps all 16 digits.
+_SCRIPT = """
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local now
+if ARGV[4] ~= '' then
+  now = tonumber(ARGV[4])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + cost * interval
+if new_tat - capacity * interval > now then
+  return {0, string.format('%d', tat), string.format('%d', now)}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+return {1, string.format('%d', new_tat), string.format('%d', now)}
+"""
+
+
+class RedisTokenBucket:
+    """The per-key bucket shared through Redis; ``acquire`` is one atomic script call."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        refill_per_s: float = DEFAULT_REFILL_PER_S,
+        limit_per_minute: int = DEFAULT_LIMIT_PER_MINUTE,
+        prefix: str = "orchestra:rl:",
+        timeout_s: float | None = 1.0,
+        now_us: Callable[[], int] | None = None,
+    ) -> None:
+        """``now_us`` replaces Redis ``TIME`` (integer microseconds); for tests only, never in production."""
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._redis = redis
+        self.capacity = capacity
+        self.limit = limit_per_minute
+        self._interval = interval_us(refill_per_s)
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._now_us = now_us
+        self._script = redis.register_script(_SCRIPT)
+
+    async def acquire(self, key: str, cost: int = 1) -> RateLimitDecision:
+        """Take ``cost`` tokens from ``key``'s bucket if it has them; 503 error if Redis is down."""
+        check_cost(self.capacity, cost)
+        override = "" if self._now_us is None else str(self._now_us())
+        async with unavailable("rate limiter", self._timeout_s):
+            reply = await self._script(
+                keys=[self._prefix + key], args=[self._interval, self.capacity, cost, override]
+            )
+        allowed, tat, now = (int(v) for v in reply)
+        return decision(
+            allowed == 1,
+            tat,
+            now,
+            interval=self._interval,
+            capacity=self.capacity,
+            cost=cost,
+            limit=self.limit,
+        )

@@ -1,0 +1,177 @@
+"""One contract per store, run against every implementation (in memory, and Redis on a real redis-server).
+
+A store that passes here can replace another: that is what lets the engine and the serving layer take
+any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from orchestra.stores import (
+    ApiKeyRecord,
+    InMemoryKeyStore,
+    InMemoryMemoryStore,
+    InMemorySessionStore,
+    KeyStore,
+    LocalTokenBucket,
+    MemoryStore,
+    RateLimiter,
+    SessionStore,
+    SessionTurn,
+)
+from orchestra.stores.redis import RedisKeyStore, RedisMemoryStore, RedisTokenBucket
+
+
+def _turn(run_id: str) -> SessionTurn:
+    return SessionTurn(
+        run_id=run_id,
+        message="m",
+        response="r",
+        swarm_type="coding-team",
+        optimization_mode="lite",
+        created_at=0,
+    )
+
+
+async def _fresh_redis(request: pytest.FixtureRequest) -> aioredis.Redis:
+    """A client on an empty database of the session's real redis-server."""
+    client = aioredis.Redis.from_url(request.getfixturevalue("redis_server"))
+    await client.flushdb()
+    return client
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory"])
+def clocked_sessions(request: pytest.FixtureRequest) -> tuple[SessionStore, list[float]]:
+    now = [1000.0]
+    return InMemorySessionStore(ttl_s=60, max_turns=3, clock=lambda: now[0]), now
+
+
+async def test_sessions_expire_reset_end_and_stay_per_tenant(
+    clocked_sessions: tuple[SessionStore, list[float]],
+) -> None:
+    store, now = clocked_sessions
+    assert isinstance(store, SessionStore)
+    await store.append("t", "a", _turn("1"))
+    now[0] += 30
+    await store.append("t", "b", _turn("2"))
+    now[0] += 40
+    ended = await store.expire()
+    assert [s.session_id for s in ended] == ["a"]
+    assert await store.get("t", "a") is None and await store.get("t", "b") is not None
+    assert await store.reset("t", "b") is not None and await store.reset("t", "a") is None
+    b = await store.get("t", "b")
+    assert b is not None and b.turns == [] and b.swarm_type == "coding-team"
+    assert await store.get("other-tenant", "b") is None
+    assert await store.count() == 1
+    gone = await store.end("t", "b")
+    assert gone is not None and gone.session_id == "b" and await store.get("t", "b") is None
+    assert await store.end("t", "b") is None
+
+
+async def test_sessions_keep_the_latest_turns_and_hand_out_copies(
+    clocked_sessions: tuple[SessionStore, list[float]],
+) -> None:
+    store, _ = clocked_sessions
+    for i in range(5):
+        await store.append("t", "s", _turn(str(i)))
+    session = await store.get("t", "s")
+    assert session is not None and [t.run_id for t in session.turns] == ["2", "3", "4"]
+    session.turns.clear()  # the caller's copy, not the store's
+    again = await store.get("t", "s")
+    assert again is not None and len(again.turns) == 3
+
+
+# -- API keys --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def key_store(request: pytest.FixtureRequest) -> AsyncIterator[KeyStore]:
+    if request.param == "memory":
+        yield InMemoryKeyStore()
+    else:
+        client = await _fresh_redis(request)
+        yield RedisKeyStore(client)
+        await client.aclose()
+
+
+def _record(key_id: str, key_hash: str, *, revoked: bool = False) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_id=key_id,
+        key_hash=key_hash,
+        tenant="t",
+        scopes=frozenset({"chat"}),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        revoked=revoked,
+    )
+
+
+async def test_keys_by_hash_and_by_id(key_store: KeyStore) -> None:
+    assert isinstance(key_store, KeyStore)
+    assert await key_store.get("a" * 64) is None and await key_store.hash_for_id("k1") is None
+    await key_store.put(_record("k1", "a" * 64))
+    await key_store.put(_record("k2", "b" * 64))
+    assert await key_store.hash_for_id("k1") == "a" * 64
+    found = await key_store.get("a" * 64)
+    assert found is not None and found.key_id == "k1" and not found.revoked
+    await key_store.put(_record("k1", "a" * 64, revoked=True))  # replaced, not added
+    replaced = await key_store.get("a" * 64)
+    assert replaced is not None and replaced.revoked
+    assert sorted(r.key_id for r in await key_store.all()) == ["k1", "k2"]
+
+
+# -- long-term memory ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def memory_store(request: pytest.FixtureRequest) -> AsyncIterator[MemoryStore]:
+    if request.param == "memory":
+        yield InMemoryMemoryStore(max_items=3)
+    else:
+        client = await _fresh_redis(request)
+        yield RedisMemoryStore(client, max_items=3)
+        await client.aclose()
+
+
+async def test_memory_is_per_tenant_capped_and_by_relevance(memory_store: MemoryStore) -> None:
+    assert isinstance(memory_store, MemoryStore)
+    await memory_store.remember("alice", "s1", "sourdough bread recipe", "use a starter")
+    await memory_store.remember("alice", "s2", "weather today", "sunny")
+    await memory_store.remember("bob", "s3", "sourdough bread", "bob's answer")
+    recalled = await memory_store.recall("alice", "bread please", exclude_session="now")
+    assert [m.session_id for m in recalled] == ["s1"]
+    assert await memory_store.recall("alice", "bread please", exclude_session="s1") == []
+    for i in range(3):
+        await memory_store.remember("alice", f"n{i}", f"topic{i} bread", "x")
+    assert [m.session_id for m in await memory_store.recall("alice", "bread", k=10)] == ["n2", "n1", "n0"]
+
+
+# -- rate limits -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["local", "redis"])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
+    if request.param == "local":
+        yield LocalTokenBucket(capacity=3, refill_per_s=0.01, limit_per_minute=1)
+    else:
+        client = await _fresh_redis(request)
+        yield RedisTokenBucket(client, capacity=3, refill_per_s=0.01, limit_per_minute=1)
+        await client.aclose()
+
+
+async def test_a_bucket_admits_its_capacity_then_refuses_per_key(limiter: RateLimiter) -> None:
+    assert isinstance(limiter, RateLimiter)
+    decisions = [await limiter.acquire("k") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
+    refused = decisions[-1]
+    assert refused.retry_after_s is not None and 99 < refused.retry_after_s <= 100
+    assert (await limiter.acquire("other")).allowed
+    assert limiter.capacity == 3 and limiter.limit == 1
