@@ -1,80 +1,67 @@
 """Ray Serve application: a FastAPI ingress plus one autoscaled deployment per optimization mode.
 
-    client ──HTTP/WS──▶ Ingress (auth, rate limit, envelope, WS protocol)
-                          │ deployment handle (streaming for WS)
+    client ──HTTP/WS──▶ Ingress (routes only; orchestra.serving.Gateway does the work)
+                          │ deployment handle (batched, streaming)
                           ▼
                 ModeLite / ModeBalanced / ModeQuality ──▶ orchestrator shard ──▶ agent actors
 
-Everything else (contract, auth, limits, WS frames, metrics) is Ray-free code in ``orchestra``; this module
-only wires it to Serve. ``serve run configs/serve.yaml`` imports ``app``; ``orchestra serve`` builds the
-same application with ``build_app``.
+Everything but the wiring (contract, auth, limits, WS protocol, metrics, health) is Ray-free code in
+``orchestra.serving``. ``serve run configs/serve.yaml`` imports ``app``; ``orchestra serve`` calls
+``run_server`` (the entry point ``orchestra.edges:serve``).
 """
 
 # No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
 
 import asyncio
 import logging
-import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import signal
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import ray
 import yaml
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import orchestra
+from actors.client import RayChatService
 from orchestra import (
     ChatResult,
-    InternalError,
-    NotFoundError,
     OrchestraError,
+    RunCompleted,
     RunEvent,
+    RunFailed,
     RunRequest,
     ServiceUnavailableError,
+    Session,
+    TeamInfo,
+    Transcript,
+    settings,
 )
 from orchestra._types import MODES
-from orchestra.engine._batching import KeyedBatcher
-from orchestra.engine._config import packaged_config
+from orchestra.engine import KeyedBatcher, packaged_config
 from orchestra.serving import _contract as api
-from orchestra.serving._auth import KeyStore, Principal, parse_api_keys_env, require_scope
-from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from orchestra.serving._auth import ApiKeys
+from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
-from orchestra.serving._ws import (
-    CLOSE_AUTH_FAILED,
-    CLOSE_INVALID_PATH,
-    CLOSE_RATE_LIMITED,
-    WsConnection,
-    handshake_credentials,
-)
-from orchestra.stores._ratelimit import (
-    LocalTokenBucket,
-    RedisTokenBucket,
-    limits_from_env,
-    rate_limit_headers,
-)
+from orchestra.stores.redis import RedisKeyStore, RedisTokenBucket, redis_client
 
 log = logging.getLogger("orchestra.serve")
 
 DEPLOYMENT_OF_MODE = {mode: f"Mode{mode.capitalize()}" for mode in MODES}
 SERVE_CONFIG = packaged_config("serve.yaml")
 METRICS_ACTOR = "orchestra-metrics"
-STARTED = time.time()
 
 
-def _redis_url() -> str:
-    url = os.environ.get("ORCHESTRA_REDIS_URL")
-    if not url:
-        raise orchestra.ConfigError(
-            "ORCHESTRA_REDIS_URL is not set: `orchestra serve` starts an embedded redis-server and sets it",
-            details={"field": "ORCHESTRA_REDIS_URL", "reason": "missing"},
-        )
-    return url
+def _ray_service() -> RayChatService:
+    service = orchestra.connect().service
+    assert isinstance(service, RayChatService)
+    return service
 
 
 # -- metrics aggregation: one named actor sums the snapshots every replica pushes ----------------------
@@ -133,8 +120,8 @@ class ModeRunner:
 
     def __init__(self, mode: str) -> None:
         self._mode = mode
-        self._handle = orchestra.connect()
-        self._provider = self._handle.config.resolved_provider()
+        self._runtime = _ray_service()
+        self._provider = self._runtime.config.resolved_provider()
         self._replica_metrics = _ReplicaMetrics(f"mode-{mode}")
         self._metrics = self._replica_metrics.metrics
 
@@ -154,7 +141,7 @@ class ModeRunner:
         self._ensure_pusher()
         kinds = {r.run_id: r.swarm_type or "auto" for r in requests}
         try:
-            async for group in self._handle.run_many(requests):
+            async for group in self._runtime.run_many(requests):
                 for run_id, outcome in group:
                     if isinstance(outcome, ChatResult):
                         self._record(outcome, outcome.metadata.swarm_type, "completed")
@@ -168,16 +155,16 @@ class ModeRunner:
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
         """The run's events, forwarded in the orchestrator's batches (one Serve stream item per batch)."""
         self._ensure_pusher()
-        async for batch in self._handle.run_stream_batches(request):
+        async for batch in self._runtime.stream(request):
             for event in batch:
-                if isinstance(event, orchestra.RunCompleted):
+                if isinstance(event, RunCompleted):
                     self._record(event.result, event.result.metadata.swarm_type, "completed")
-                elif isinstance(event, orchestra.RunFailed):
+                elif isinstance(event, RunFailed):
                     self._record(None, request.swarm_type or "auto", _outcome(event.error["code"]))
             yield batch
 
-    async def cancel(self, run_id: str, tenant: str) -> bool:
-        return await self._handle.with_tenant(tenant).acancel(run_id)
+    async def cancel(self, tenant: str, run_id: str) -> bool:
+        return await self._runtime.cancel(tenant, run_id)
 
     def probe(self) -> dict[str, Any]:
         return {"mode": self._mode, "provider": self._provider}
@@ -212,6 +199,75 @@ def openapi_chat(model: type[Any], example: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class ServeChatService:
+    """The ingress's ``ChatService``: chats go to their mode's deployment (REST chats batched per mode,
+    streams one streaming call each); sessions, cancels and transcripts go to the orchestrator."""
+
+    def __init__(self, modes: dict[str, DeploymentHandle[Any]], runtime: RayChatService) -> None:
+        self._runtime = runtime
+        config = runtime.config.runtime
+        # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
+        by_ref = not config.serve_grpc_handles
+        self._streams = {m: h.options(stream=True, _by_reference=by_ref) for m, h in modes.items()}
+        self._batchers: dict[str, KeyedBatcher[RunRequest, ChatResult | OrchestraError]] = {}
+
+    def _batcher(self, mode: str) -> KeyedBatcher[RunRequest, ChatResult | OrchestraError]:
+        """Chats for one mode arriving close together go to its deployment as one streaming call."""
+        batcher = self._batchers.get(mode)
+        if batcher is None:
+            stream = self._streams[mode]
+
+            def send(requests: list[RunRequest]) -> AsyncIterator[Any]:
+                # a DeploymentResponseGenerator, on its way now (not a tick later) and async-iterable
+                response: Any = stream.chat_many.remote(requests)
+                return response.__aiter__()  # type: ignore[no-any-return]
+
+            runtime = self._runtime.config.runtime
+            batcher = self._batchers[mode] = KeyedBatcher(
+                send,
+                lambda r: r.run_id,
+                on_error=_mode_failure,
+                on_missing=_mode_failure,
+                window_s=runtime.serve_batch_window_s,
+                max_batch=runtime.serve_max_batch,
+                max_inflight=runtime.serve_max_inflight,
+            )
+        return batcher
+
+    async def run(self, request: RunRequest) -> ChatResult:
+        future = self._batcher(request.optimization_mode).submit(request)
+        try:
+            outcome = await asyncio.shield(future)
+        except asyncio.CancelledError:  # the client went away: stop its run, not the others of the batch
+            await self._runtime.cancel(request.tenant, request.run_id)
+            raise
+        if isinstance(outcome, OrchestraError):
+            raise outcome
+        return outcome
+
+    async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
+        async for batch in self._streams[request.optimization_mode].stream.remote(request):  # type: ignore[union-attr]
+            yield batch
+
+    async def cancel(self, tenant: str, run_id: str) -> bool:
+        return await self._runtime.cancel(tenant, run_id)
+
+    async def session(self, tenant: str, session_id: str) -> Session:
+        return await self._runtime.session(tenant, session_id)
+
+    async def reset_session(self, tenant: str, session_id: str) -> Session:
+        return await self._runtime.reset_session(tenant, session_id)
+
+    async def end_session(self, tenant: str, session_id: str) -> Session:
+        return await self._runtime.end_session(tenant, session_id)
+
+    async def transcript(self, tenant: str, run_id: str) -> Transcript:
+        return await self._runtime.transcript(tenant, run_id)
+
+    async def teams(self) -> list[TeamInfo]:
+        return await self._runtime.teams()
+
+
 # -- ingress ----------------------------------------------------------------------------------------------
 
 fastapi_app = FastAPI(
@@ -235,233 +291,60 @@ _V2_EXAMPLE = {
 _V1_EXAMPLE = {"text": "Hello", "sessionId": "123"}
 
 
-class _Ctx:
-    """Per-request state the handlers share.
-
-    ``X-Request-ID`` is not set here: Serve's proxy echoes the request's id on every response, and
-    ``orchestra.serving._proxy`` makes that id follow the spec before the request reaches us.
-    """
-
-    def __init__(self, request_id: str, version: api.ApiVersion) -> None:
-        self.request_id = request_id
-        self.version = version
-        self.headers: dict[str, str] = {}
-
-
-# Helpers the ingress uses live above it: Serve pickles the decorated class by value when it is defined,
-# so names defined below it would be missing in the replicas.
-
-
-# -- errors outside the routes: unknown route / method → 404 in the envelope --------------------------
+_V2_EXAMPLE = {
+    "message": "Write a Python function that merges overlapping intervals",
+    "session_id": "user-123-session-456",
+    "optimization_mode": "balanced",
+    "swarm_type": "coding-team",
+}
+_V1_EXAMPLE = {"text": "Hello", "sessionId": "123"}
 
 
 @fastapi_app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    request_id = api.new_request_id(request.headers.get("x-request-id"))
-    if exc.status_code in (404, 405):
-        error: OrchestraError = NotFoundError(f"no route {request.method} {request.url.path}")
-    elif exc.status_code == 413:
-        error = orchestra.PayloadTooLargeError("request body over 256 KiB")
-    else:
-        error = (
-            ServiceUnavailableError("request could not be served")
-            if exc.status_code >= 500
-            else (orchestra.ValidationError(str(exc.detail)))
-        )
-    return JSONResponse(
-        api.error_envelope(error, request_id=request_id, version="v2"), status_code=error.http_status
-    )
+    return http_error_response(request, exc.status_code, str(exc.detail))
 
 
-class _RayChatBackend:
-    """The WS protocol's view of the runtime: streams through the mode deployments, sessions via Ray."""
-
-    def __init__(self, ingress: "Ingress", tenant: str) -> None:
-        self._ingress = ingress
-        self._tenant = tenant
-        self._handle = ingress._orchestra.with_tenant(tenant)
-
-    async def stream(self, request: RunRequest) -> AsyncIterator[RunEvent]:
-        gen = self._ingress._streams[request.optimization_mode].stream.remote(request)
-        async for batch in gen:  # type: ignore[union-attr]
-            for event in batch:
-                yield event
-
-    async def cancel(self, run_id: str, tenant: str) -> bool:
-        return await self._handle.with_tenant(tenant).acancel(run_id)
-
-    async def history(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
-        try:
-            session = await self._handle.with_tenant(tenant).asession(session_id)
-        except NotFoundError:
-            return []
-        return [t.model_dump(mode="json") for t in session.turns]
-
-    async def reset(self, tenant: str, session_id: str) -> None:
-        await self._handle.with_tenant(tenant).areset_session(session_id)
-
-    async def end(self, tenant: str, session_id: str) -> bool:
-        try:
-            await self._handle.with_tenant(tenant).aend_session(session_id)
-            return True
-        except NotFoundError:
-            return False
-
-    async def teams(self) -> list[dict[str, Any]]:
-        return [t.model_dump(mode="json") for t in await self._ingress._orchestra.ateams()]
-
-
-def _session_data(session: orchestra.Session) -> dict[str, Any]:
-    return {
-        "session_id": session.session_id,
-        "swarm_type": session.swarm_type,
-        "created_at": session.created_at,
-        "last_active": session.last_active,
-        "turns": [t.model_dump(mode="json") for t in session.turns],
-    }
+# Serve pickles the decorated class by value when it is defined: what it uses must be defined above it.
 
 
 @serve.deployment
 @serve.ingress(fastapi_app)
 class Ingress:
+    """Routes only: each calls the gateway."""
+
     def __init__(self, **modes: DeploymentHandle[Any]) -> None:
-        import redis.asyncio as aioredis
-
         self._modes: dict[str, DeploymentHandle[Any]] = {mode: modes[mode] for mode in MODES}
-        self._orchestra = orchestra.connect()
-        self._config = self._orchestra.config
-        # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
-        by_ref = not self._config.runtime.serve_grpc_handles
-        self._streams = {m: h.options(stream=True, _by_reference=by_ref) for m, h in self._modes.items()}
-        self._redis = aioredis.Redis.from_url(_redis_url(), socket_timeout=2, socket_connect_timeout=2)
-        self._keys = KeyStore(self._redis)
-        per_minute, burst = limits_from_env()  # spec default 1000/min, burst 50
-        self._limiter = RedisTokenBucket(
-            self._redis, capacity=burst, refill_per_s=per_minute / 60, limit_per_minute=per_minute
-        )
+        runtime = _ray_service()
+        env = settings()
+        self._redis = redis_client()
         self._replica_metrics = _ReplicaMetrics("ingress")
-        self._metrics = self._replica_metrics.metrics
-        self._bootstrap: asyncio.Task[None] | None = None
-        self._batchers: dict[str, KeyedBatcher[RunRequest, ChatResult | OrchestraError]] = {}
-
-    async def _ready(self) -> None:
-        # Keys from the environment are (re)registered once per replica; idempotent.
-        if self._bootstrap is None:
-            self._bootstrap = asyncio.ensure_future(self._register_env_keys())
-            self._replica_metrics.ensure_started()
-        await self._bootstrap
-
-    async def _register_env_keys(self) -> None:
-        for key, scopes in parse_api_keys_env(os.environ.get("ORCHESTRA_API_KEYS", "")):
-            await self._keys.add_plaintext(key, scopes, name="env")
-
-    def _batcher(self, mode: str) -> KeyedBatcher[RunRequest, ChatResult | OrchestraError]:
-        """Chats for one mode arriving close together go to its deployment as one streaming call."""
-        batcher = self._batchers.get(mode)
-        if batcher is None:
-            stream = self._streams[mode]
-
-            def send(requests: list[RunRequest]) -> AsyncIterator[Any]:
-                # a DeploymentResponseGenerator, on its way now (not a tick later) and async-iterable
-                response: Any = stream.chat_many.remote(requests)
-                return response.__aiter__()  # type: ignore[no-any-return]
-
-            runtime = self._config.runtime
-            batcher = self._batchers[mode] = KeyedBatcher(
-                send,
-                lambda r: r.run_id,
-                on_error=_mode_failure,
-                on_missing=_mode_failure,
-                window_s=runtime.serve_batch_window_s,
-                max_batch=runtime.serve_max_batch,
-                max_inflight=runtime.serve_max_inflight,
-            )
-        return batcher
-
-    # -- shared request handling ------------------------------------------------------------------
-
-    async def _authorize(self, request: Request, ctx: _Ctx, scope: str = "chat") -> Principal:
-        await self._ready()
-        principal = await self._keys.authenticate(request.headers.get("authorization"))
-        require_scope(principal, scope)
-        decision = await self._limiter.acquire(principal.key_id)
-        ctx.headers.update(rate_limit_headers(decision))
-        if not decision.allowed:
-            self._metrics.rate_limited()
-            raise orchestra.RateLimitError(
-                f"rate limit exceeded: {self._limiter.limit} requests per minute, "
-                f"burst {self._limiter.capacity}",
-                details={"limit": decision.limit, "retry_after": decision.retry_after_s},
-                retry_after=decision.retry_after_s,
-            )
-        return principal
-
-    async def _respond(
-        self,
-        request: Request,
-        endpoint: str,
-        version: api.ApiVersion,
-        handler: Callable[[_Ctx], Awaitable[tuple[Any, int]]],
-    ) -> Response:
-        started = time.perf_counter()
-        ctx = _Ctx(api.new_request_id(request.headers.get("x-request-id")), version)
-        try:
-            data, status = await handler(ctx)
-            if isinstance(data, Response):
-                response = data
-            else:
-                response = JSONResponse(
-                    api.envelope(data, request_id=ctx.request_id, version=ctx.version), status_code=status
-                )
-        except OrchestraError as error:
-            if error.http_status >= 500:
-                log.warning("request %s failed: %r", ctx.request_id, error)
-            ctx.headers.update(api.error_headers(error))
-            status = error.http_status if error.http_status != 499 else 503
-            response = JSONResponse(
-                api.error_envelope(error, request_id=ctx.request_id, version=ctx.version), status_code=status
-            )
-        except Exception:
-            log.exception("request %s failed unexpectedly", ctx.request_id)
-            internal = InternalError("internal error", details={"request_id": ctx.request_id})
-            response = JSONResponse(
-                api.error_envelope(internal, request_id=ctx.request_id, version=ctx.version), status_code=500
-            )
-        response.headers.update(ctx.headers)
-        self._metrics.observe_http(
-            request.method, endpoint, response.status_code, time.perf_counter() - started
+        self._gateway = Gateway(
+            ServeChatService(self._modes, runtime),
+            keys=ApiKeys(RedisKeyStore(self._redis)),
+            limiter=RedisTokenBucket(
+                self._redis,
+                capacity=env.rate_limit_burst,
+                refill_per_s=env.rate_limit_per_minute / 60,
+                limit_per_minute=env.rate_limit_per_minute,
+            ),
+            metrics=self._replica_metrics.metrics,
+            teams=list(runtime.config.teams),
+            probes={
+                "runtime": runtime.info,
+                "modes": self._probe_modes,
+                "store": self._redis.ping,
+            },
+            version=orchestra.__version__,
         )
-        return response
 
-    async def _run_chat(
-        self, request: Request, ctx: _Ctx, raw: bytes, version: api.ApiVersion
-    ) -> tuple[Any, int]:
-        principal = await self._authorize(request, ctx)
-        ctx.version = version
-        body = api.parse_body(raw, version)
-        run = api.to_run_request(body, tenant=principal.tenant, run_id=ctx.request_id)
-        if run.swarm_type is not None:
-            api.validate_swarm_type(run.swarm_type, list(self._config.teams))
-        future = self._batcher(run.optimization_mode).submit(run)
-        try:
-            outcome = await asyncio.shield(future)
-        except asyncio.CancelledError:  # the client went away: stop its run, not the others of the batch
-            await self._orchestra.with_tenant(run.tenant).acancel(run.run_id)
-            raise
-        if isinstance(outcome, OrchestraError):
-            raise outcome
-        if version == "v1":
-            ctx.headers.update(api.v1_headers())
-            return api.v1_data(outcome), 200
-        return api.v2_data(outcome), 200
+    async def _probe_modes(self) -> None:
+        await asyncio.gather(*(h.probe.remote() for h in self._modes.values()))
 
-    async def _body(self, request: Request) -> bytes:
-        api.check_body_size(request.headers.get("content-length"), 0)
-        raw = await request.body()
-        api.check_body_size(None, len(raw))
-        return raw
-
-    # -- chat -------------------------------------------------------------------------------------
+    async def _render_metrics(self) -> bytes:
+        await self._replica_metrics.push_now()  # this replica's latest counts are in the total
+        text: bytes = await self._replica_metrics.actor.render.remote()
+        return text
 
     @fastapi_app.post(
         "/chat/v2/chat",
@@ -469,10 +352,8 @@ class Ingress:
         openapi_extra=openapi_chat(api.V2ChatRequest, _V2_EXAMPLE),
     )
     async def chat_v2(self, request: Request) -> Response:
-        async def handle(ctx: _Ctx) -> tuple[Any, int]:
-            return await self._run_chat(request, ctx, await self._body(request), "v2")
-
-        return await self._respond(request, "/chat/v2/chat", "v2", handle)
+        self._replica_metrics.ensure_started()
+        return await self._gateway.chat(request, "/chat/v2/chat", "v2")
 
     @fastapi_app.post(
         "/chat/v1/chat",
@@ -481,11 +362,8 @@ class Ingress:
         openapi_extra=openapi_chat(api.V1ChatRequest, _V1_EXAMPLE),
     )
     async def chat_v1(self, request: Request) -> Response:
-        async def handle(ctx: _Ctx) -> tuple[Any, int]:
-            ctx.headers.update(api.v1_headers())
-            return await self._run_chat(request, ctx, await self._body(request), "v1")
-
-        return await self._respond(request, "/chat/v1/chat", "v1", handle)
+        self._replica_metrics.ensure_started()
+        return await self._gateway.chat(request, "/chat/v1/chat", "v1")
 
     @fastapi_app.post(
         "/chat/chat",
@@ -494,158 +372,34 @@ class Ingress:
         openapi_extra=openapi_chat(api.V2ChatRequest, _V2_EXAMPLE),
     )
     async def chat_auto(self, request: Request) -> Response:
-        async def handle(ctx: _Ctx) -> tuple[Any, int]:
-            raw = await self._body(request)
-            version = api.detect_version(dict(request.headers), raw)
-            if version == "v1":
-                ctx.headers.update(api.v1_headers())
-            return await self._run_chat(request, ctx, raw, version)
-
-        return await self._respond(request, "/chat/chat", "v2", handle)
-
-    # -- sessions ---------------------------------------------------------------------------------
+        self._replica_metrics.ensure_started()
+        return await self._gateway.chat(request, "/chat/chat", None)
 
     @fastapi_app.get("/chat/v2/sessions/{session_id}", summary="A session of the caller, with its turns")
     async def get_session(self, request: Request, session_id: str) -> Response:
-        async def handle(ctx: _Ctx) -> tuple[Any, int]:
-            principal = await self._authorize(request, ctx)
-            session = await self._orchestra.with_tenant(principal.tenant).asession(session_id)
-            return _session_data(session), 200
-
-        return await self._respond(request, "/chat/v2/sessions/{session_id}", "v2", handle)
+        return await self._gateway.get_session(request, "/chat/v2/sessions/{session_id}", session_id)
 
     @fastapi_app.delete("/chat/v2/sessions/{session_id}", summary="End a session of the caller")
     async def delete_session(self, request: Request, session_id: str) -> Response:
-        async def handle(ctx: _Ctx) -> tuple[Any, int]:
-            principal = await self._authorize(request, ctx)
-            session = await self._orchestra.with_tenant(principal.tenant).aend_session(session_id)
-            return {"session_id": session.session_id, "ended": True, "turns": len(session.turns)}, 200
-
-        return await self._respond(request, "/chat/v2/sessions/{session_id}", "v2", handle)
-
-    # -- health -----------------------------------------------------------------------------------
-
-    async def _probe(self, coro: Awaitable[Any], limit_s: float = 2.0) -> bool:
-        try:
-            await asyncio.wait_for(coro, limit_s)
-            return True
-        except Exception:
-            return False
-
-    async def _components(self) -> dict[str, str]:
-        orchestrator, modes, redis_ok = await asyncio.gather(
-            self._probe(self._orchestra.ainfo()),
-            self._probe(asyncio.gather(*(h.probe.remote() for h in self._modes.values()))),
-            self._probe(self._redis.ping()),
-        )
-        provider_ok = orchestrator  # the orchestrator built the provider; scripted is always usable
-        return {
-            "orchestra_manager": "healthy" if orchestrator else "unhealthy",
-            "command_dispatcher": "healthy" if modes else "unhealthy",
-            "memory_system": "healthy" if redis_ok else "degraded",
-            "swarm_intelligence": "healthy" if provider_ok else "degraded",
-        }
+        return await self._gateway.end_session(request, "/chat/v2/sessions/{session_id}", session_id)
 
     @fastapi_app.get("/health", summary="Component health (no auth)")
     async def health(self, request: Request) -> Response:
-        started = time.perf_counter()
-        components = await self._components()
-        if "unhealthy" in components.values():
-            status = "unhealthy"
-        elif "degraded" in components.values():
-            status = "degraded"
-        else:
-            status = "healthy"
-        body = {
-            "status": status,
-            "version": orchestra.__version__,
-            "uptime": int(time.time() - STARTED),
-            "components": components,
-        }
-        response = JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
-        self._metrics.observe_http("GET", "/health", response.status_code, time.perf_counter() - started)
-        return response
+        return await self._gateway.health()
 
     @fastapi_app.get("/readiness", summary="Ready to accept requests (no auth)")
     async def readiness(self, request: Request) -> Response:
-        started = time.perf_counter()
-        components = await self._components()
-        redis_ok = components["memory_system"] == "healthy"
-        checks = {
-            "database": redis_ok,
-            "cache": redis_ok,
-            "external_services": components["orchestra_manager"] == "healthy"
-            and components["command_dispatcher"] == "healthy",
-        }
-        ready = all(checks.values())
-        response = JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
-        self._metrics.observe_http("GET", "/readiness", response.status_code, time.perf_counter() - started)
-        return response
+        return await self._gateway.readiness()
 
     @fastapi_app.get("/metrics", summary="Prometheus metrics, totals over all replicas (scope metrics)")
     async def metrics(self, request: Request) -> Response:
-        async def handle(ctx: _Ctx) -> tuple[Any, int]:
-            await self._authorize(request, ctx, scope="metrics")
-            await self._replica_metrics.push_now()  # this replica's latest counts are in the total
-            text = await self._replica_metrics.actor.render.remote()
-            return Response(text, media_type=METRICS_CONTENT_TYPE), 200
-
-        return await self._respond(request, "/metrics", "v2", handle)
-
-    # -- websocket --------------------------------------------------------------------------------
+        self._replica_metrics.ensure_started()
+        return await self._gateway.metrics_text(request, self._render_metrics)
 
     @fastapi_app.websocket("/chat/ws/{client_id}/{session_id}")
     async def websocket(self, ws: WebSocket, client_id: str, session_id: str) -> None:
-        await self._ready()
-        offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-        key, subprotocol = handshake_credentials(ws.headers.get("authorization"), offered)
-        header = f"Bearer {key}" if key else None
-        await ws.accept(subprotocol=subprotocol)  # accepted first: close codes 44xx need an open socket
-        try:
-            principal = await self._keys.authenticate(header)
-            require_scope(principal, "chat")
-        except OrchestraError:
-            await ws.close(code=CLOSE_AUTH_FAILED, reason="authentication failed")
-            return
-        decision = await self._limiter.acquire(principal.key_id)
-        if not decision.allowed:
-            self._metrics.rate_limited()
-            await ws.close(code=CLOSE_RATE_LIMITED, reason="rate limited")
-            return
-
-        async def send(frame: dict[str, Any]) -> None:
-            await ws.send_json(frame)
-
-        try:
-            connection = WsConnection(
-                _RayChatBackend(self, principal.tenant),
-                send=send,
-                tenant=principal.tenant,
-                client_id=client_id,
-                session_id=session_id,
-                limiter=LocalTokenBucket(capacity=10, refill_per_s=100 / 60),
-            )
-        except OrchestraError:
-            await ws.close(code=CLOSE_INVALID_PATH, reason="invalid client_id or session_id")
-            return
-        self._metrics.ws_opened()
-        try:
-            await connection.open()
-            while not connection.should_close:
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is not None:
-                    await connection.receive_text(message["text"])
-                elif message.get("bytes") is not None:
-                    await connection.receive_bytes(message["bytes"])
-            if connection.should_close:
-                await ws.close(code=connection.close_code or 1000)
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            self._metrics.ws_closed()
-            await connection.close()
+        self._replica_metrics.ensure_started()
+        await self._gateway.websocket(ws, client_id, session_id)
 
 
 # -- building the application -----------------------------------------------------------------------------
@@ -681,6 +435,41 @@ def build_app(options: dict[str, dict[str, Any]] | None = None, *, env: dict[str
         for mode, name in DEPLOYMENT_OF_MODE.items()
     }
     return Ingress.options(name="Ingress", **with_env("Ingress")).bind(**modes)  # type: ignore[attr-defined]
+
+
+def run_server(
+    *,
+    host: str,
+    port: int,
+    address: str | None,
+    options_path: Path | None,
+    env: dict[str, str],
+    on_ready: Callable[[], None] = lambda: None,
+) -> int:
+    """Start Ray (or join one), deploy the app, print how to call it, and stop cleanly on Ctrl-C/SIGTERM.
+
+    The entry point ``orchestra.edges:serve``: ``orchestra serve`` prepares the embedded Redis, the
+    development key and ``env`` (given to every replica), then calls this.
+    """
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": host, "port": port})
+    options = deployment_options(options_path) if options_path else None
+    serve.run(build_app(options, env=env), name="orchestra", route_prefix="/")
+    stop = threading.Event()
+    # Both signals explicitly: a shell starting us in the background makes SIGINT ignored by default.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    on_ready()
+    print("Ctrl-C stops the server.", flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    print("\nstopping...", flush=True)
+    serve.shutdown()  # type: ignore[no-untyped-call]
+    ray.shutdown()
+    return 0
 
 
 app = build_app()

@@ -6,8 +6,8 @@ Thin by design: all behaviour lives in the Ray-free ``orchestra`` core.
 from __future__ import annotations
 
 from .agent import AgentActor
-from .client import OrchestraHandle, connect
+from .client import RayChatService, connect
 from .orchestrator import Orchestrator
 from .runtime import RayRuntime
 
-__all__ = ["AgentActor", "OrchestraHandle", "Orchestrator", "RayRuntime", "connect"]
+__all__ = ["AgentActor", "Orchestrator", "RayChatService", "RayRuntime", "connect"]

@@ -10,16 +10,14 @@ from typing import Any
 import ray
 
 from orchestra import (
-    Agent,
     InternalError,
     OrchestraConfig,
     OrchestraError,
+    RunCancelledError,
     RunEvent,
-    TurnRequest,
-    TurnResult,
-    make_provider,
 )
-from orchestra.engine._streaming import close_queue_when_done, queue_batches
+from orchestra.engine import Agent, TurnRequest, TurnResult, close_queue_when_done, queue_batches
+from orchestra.providers import make_provider
 
 __all__ = ["AgentActor"]
 
@@ -57,17 +55,16 @@ class AgentActor:
             self._track(request, task)
             tasks.append(task)
         self._turns += len(tasks)
-        out: list[TurnResult | OrchestraError] = []
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, TurnResult | OrchestraError):
-                out.append(result)
-            elif isinstance(result, asyncio.CancelledError):
-                out.append(OrchestraError("turn cancelled"))
-            else:
-                out.append(
-                    InternalError("an agent turn failed unexpectedly", details={"agent": self._agent.name})
-                )
-        return out
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return [r if isinstance(r, TurnResult) else self._error(r) for r in results]
+
+    def _error(self, error: BaseException) -> OrchestraError:
+        """A failed turn as a value (Ray would wrap a raised one in RayTaskError)."""
+        if isinstance(error, OrchestraError):
+            return error
+        if isinstance(error, asyncio.CancelledError):  # cancel_run: the run was cancelled or timed out
+            return RunCancelledError("the turn was cancelled", details={"agent": self._agent.name})
+        return InternalError("an agent turn failed unexpectedly", details={"agent": self._agent.name})
 
     async def stream(
         self, request: TurnRequest
@@ -91,15 +88,9 @@ class AgentActor:
         try:
             async for batch in queue_batches(queue):
                 yield batch
-            error = task.exception() if not task.cancelled() else OrchestraError("turn cancelled")
-            if error is not None:  # errors travel as values: Ray would wrap a raised one in RayTaskError
-                yield (
-                    error
-                    if isinstance(error, OrchestraError)
-                    else InternalError(
-                        "an agent turn failed unexpectedly", details={"agent": self._agent.name}
-                    )
-                )
+            error = asyncio.CancelledError() if task.cancelled() else task.exception()
+            if error is not None:
+                yield self._error(error)
         finally:
             if not task.done():
                 task.cancel()

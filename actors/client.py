@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import ray
@@ -16,6 +16,7 @@ from orchestra import (
     NotFoundError,
     OrchestraConfig,
     OrchestraError,
+    OrchestraHandle,
     RunCompleted,
     RunEvent,
     RunFailed,
@@ -23,17 +24,15 @@ from orchestra import (
     Session,
     TeamInfo,
     Transcript,
-    error_from_dict,
     load_config,
-    make_provider,
-    parse_run_request,
 )
-from orchestra.engine._batching import KeyedBatcher
+from orchestra.engine import KeyedBatcher
+from orchestra.providers import make_provider
 
 from ._env import actor_env
 from .orchestrator import Orchestrator, orchestrator_name
 
-__all__ = ["OrchestraHandle", "connect", "shard_of"]
+__all__ = ["RayChatService", "connect", "shard_of"]
 
 
 def shard_of(tenant: str, session_id: str, shards: int) -> int:
@@ -69,88 +68,33 @@ def _send_chats(shard: Any) -> Any:
     return send
 
 
-class OrchestraHandle:
-    """Talks to the orchestrator shards. Sync methods block; ``a``-prefixed ones and ``stream`` are async."""
+class RayChatService:
+    """``ChatService`` over the orchestrator shards; also the ``HostControl`` of the notebook handle.
 
-    def __init__(self, config: OrchestraConfig, shards: list[Any], tenant: str = "local") -> None:
+    A session lives on the shard its ``(tenant, session_id)`` hashes to; chats started in one loop tick
+    travel to their shard as one ``chat_many`` call.
+    """
+
+    def __init__(self, config: OrchestraConfig, shards: list[Any]) -> None:
         self.config = config
         self._shards = shards
-        self.tenant = tenant
         self._batchers: dict[tuple[int, int], KeyedBatcher[RunRequest, ChatResult | BaseException]] = {}
 
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _request(self, message: str, **fields: Any) -> tuple[Any, Any]:
-        fields = {k: v for k, v in fields.items() if v is not None}
-        fields.setdefault("tenant", self.tenant)
-        # A session id chosen here keeps a new session's later turns on the same shard.
-        fields.setdefault("session_id", uuid.uuid4().hex)
-        request = parse_run_request({"message": message, **fields})
-        return request, self._shard_for(request)
-
-    def _shard_for(self, request: RunRequest) -> Any:
-        assert request.session_id is not None
-        return self._shards[shard_of(request.tenant, request.session_id, len(self._shards))]
+    def _shard(self, tenant: str, session_id: str) -> Any:
+        return self._shards[shard_of(tenant, session_id, len(self._shards))]
 
     @staticmethod
     def _with_session(request: RunRequest) -> RunRequest:
         # A session id chosen here keeps a new session's later turns on the same shard.
         return request if request.session_id else request.model_copy(update={"session_id": uuid.uuid4().hex})
 
-    @staticmethod
-    def _unwrap(error: BaseException) -> BaseException:
-        # Errors raised inside an actor arrive wrapped in RayTaskError; give callers the real one.
-        cause = getattr(error, "cause", None)
-        return cause if isinstance(cause, Exception) else error
+    def _shard_for(self, request: RunRequest) -> Any:
+        assert request.session_id is not None
+        return self._shard(request.tenant, request.session_id)
 
-    # -- chat --------------------------------------------------------------------------------------
-
-    def chat(
-        self,
-        message: str,
-        *,
-        swarm_type: str | None = None,
-        optimization_mode: str = "balanced",
-        session_id: str | None = None,
-        user_context: dict[str, Any] | None = None,
-        run_id: str | None = None,
-    ) -> ChatResult:
-        """Run a swarm on ``message`` and wait for the answer (spec §5 ``data``)."""
-        request, shard = self._request(
-            message,
-            swarm_type=swarm_type,
-            optimization_mode=optimization_mode,
-            session_id=session_id,
-            user_context=user_context,
-            run_id=run_id,
-        )
-        try:
-            return ray.get(shard.chat.remote(request))  # type: ignore[no-any-return]
-        except Exception as e:
-            raise self._unwrap(e) from None
-
-    async def achat(
-        self,
-        message: str,
-        *,
-        swarm_type: str | None = None,
-        optimization_mode: str = "balanced",
-        session_id: str | None = None,
-        user_context: dict[str, Any] | None = None,
-        run_id: str | None = None,
-    ) -> ChatResult:
-        request, _ = self._request(
-            message,
-            swarm_type=swarm_type,
-            optimization_mode=optimization_mode,
-            session_id=session_id,
-            user_context=user_context,
-            run_id=run_id,
-        )
-        return await self.run(request)
+    # -- ChatService -----------------------------------------------------------------------------------
 
     async def run(self, request: RunRequest) -> ChatResult:
-        """Run an already validated request (its ``tenant`` is used as is): the serving layer's entry."""
         request = self._with_session(request)
         shard = self._shard_for(request)
         future = self._batcher(shard).submit(request)
@@ -158,7 +102,7 @@ class OrchestraHandle:
             outcome = await asyncio.shield(future)
         except asyncio.CancelledError:
             future.cancel()
-            await shard.cancel.remote(request.run_id, request.tenant)
+            await shard.cancel.remote(request.tenant, request.run_id)
             raise
         if isinstance(outcome, BaseException):
             raise outcome
@@ -177,6 +121,60 @@ class OrchestraHandle:
                 on_missing=_no_answer,
             )
         return batcher
+
+    async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
+        request = self._with_session(request)
+        shard = self._shard_for(request)
+        finished = False
+        try:
+            async for ref in shard.stream.remote(request):
+                batch: list[RunEvent] = await ref
+                finished = finished or any(isinstance(e, RunCompleted | RunFailed) for e in batch)
+                yield batch
+        finally:
+            if not finished:
+                await shard.cancel.remote(request.tenant, request.run_id)
+
+    async def cancel(self, tenant: str, run_id: str) -> bool:
+        found = await asyncio.gather(*(s.cancel.remote(tenant, run_id) for s in self._shards))
+        return any(found)
+
+    async def session(self, tenant: str, session_id: str) -> Session:
+        return await self._session_call("session", tenant, session_id)
+
+    async def reset_session(self, tenant: str, session_id: str) -> Session:
+        return await self._session_call("reset_session", tenant, session_id)
+
+    async def end_session(self, tenant: str, session_id: str) -> Session:
+        return await self._session_call("end_session", tenant, session_id)
+
+    async def _session_call(self, method: str, tenant: str, session_id: str) -> Session:
+        session: Session = await self._unwrap(
+            getattr(self._shard(tenant, session_id), method).remote(tenant, session_id)
+        )
+        return session
+
+    async def transcript(self, tenant: str, run_id: str) -> Transcript:
+        for found in await asyncio.gather(
+            *(s.transcript.remote(tenant, run_id) for s in self._shards), return_exceptions=True
+        ):
+            if isinstance(found, Transcript):
+                return found
+        raise NotFoundError(f"no run {run_id!r}")
+
+    async def teams(self) -> list[TeamInfo]:
+        return await self._shards[0].teams.remote()  # type: ignore[no-any-return]
+
+    @staticmethod
+    async def _unwrap(ref: Any) -> Any:
+        # Errors raised inside an actor arrive wrapped in RayTaskError; give callers the real one.
+        try:
+            return await ref
+        except Exception as e:
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, Exception) else e) from None
+
+    # -- beyond ChatService: what the mode deployments and the health probe use ----------------------
 
     async def run_many(
         self, requests: list[RunRequest]
@@ -223,147 +221,32 @@ class OrchestraHandle:
                 task.cancel()
             if unfinished:  # the caller left early (client gone, request cancelled): stop those runs
                 await asyncio.gather(
-                    *(shard.cancel.remote(run_id, tenant) for run_id, (shard, tenant) in unfinished.items()),
+                    *(shard.cancel.remote(tenant, run_id) for run_id, (shard, tenant) in unfinished.items()),
                     return_exceptions=True,
                 )
 
-    async def stream(
-        self,
-        message: str,
-        *,
-        swarm_type: str | None = None,
-        optimization_mode: str = "balanced",
-        session_id: str | None = None,
-        user_context: dict[str, Any] | None = None,
-        run_id: str | None = None,
-        raise_on_error: bool = False,
-    ) -> AsyncIterator[RunEvent]:
-        """The run's events as they happen: turn_start / token / turn_end per agent, then the result.
-
-        Ends with ``RunCompleted`` (or ``RunFailed``, which is raised instead when ``raise_on_error``).
-        Leaving the loop early cancels the run.
-        """
-        request, _ = self._request(
-            message,
-            swarm_type=swarm_type,
-            optimization_mode=optimization_mode,
-            session_id=session_id,
-            user_context=user_context,
-            run_id=run_id,
-        )
-        async for event in self.run_stream(request, raise_on_error=raise_on_error):
-            yield event
-
-    async def run_stream(
-        self, request: RunRequest, *, raise_on_error: bool = False
-    ) -> AsyncIterator[RunEvent]:
-        """``stream`` for an already validated request (its ``tenant`` is used as is)."""
-        async for batch in self.run_stream_batches(request):
-            for event in batch:
-                if isinstance(event, RunFailed) and raise_on_error:
-                    raise error_from_dict(event.error)
-                yield event
-
-    async def run_stream_batches(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
-        """The run's events in the batches the orchestrator sends (what a relay should forward as is)."""
-        request = self._with_session(request)
-        shard = self._shard_for(request)
-        finished = False
-        try:
-            async for ref in shard.stream.remote(request):
-                batch: list[RunEvent] = await ref
-                finished = finished or any(isinstance(e, RunCompleted | RunFailed) for e in batch)
-                yield batch
-        finally:
-            if not finished:
-                await shard.cancel.remote(request.run_id, request.tenant)
-
-    async def acancel(self, run_id: str) -> bool:
-        """Cancel a run of this tenant on whichever shard runs it."""
-        found = await asyncio.gather(*(s.cancel.remote(run_id, self.tenant) for s in self._shards))
-        return any(found)
-
-    def cancel(self, run_id: str) -> bool:
-        return any(ray.get([s.cancel.remote(run_id, self.tenant) for s in self._shards]))
-
-    # -- inspection --------------------------------------------------------------------------------
-
-    def teams(self) -> list[TeamInfo]:
-        """The configured teams with each mode's agents, rounds, judge, model and deadline."""
-        return ray.get(self._shards[0].teams.remote())  # type: ignore[no-any-return]
-
-    def transcript(self, run_id: str) -> Transcript:
-        """Every turn of a finished (or failed) run with its full text."""
-        for t in ray.get([s.transcript.remote(run_id, self.tenant) for s in self._shards]):
-            if t is not None:
-                return t  # type: ignore[no-any-return]
-        raise NotFoundError(f"no run {run_id!r}")
-
-    def _session_shard(self, session_id: str) -> Any:
-        return self._shards[shard_of(self.tenant, session_id, len(self._shards))]
-
-    @staticmethod
-    def _found(session: Session | None, session_id: str) -> Session:
-        if session is None:  # the shard answers None for a missing session or another tenant's
-            raise NotFoundError(f"no session {session_id!r}")
-        return session
-
-    def session(self, session_id: str) -> Session:
-        """The session with its turns (NotFoundError if it is not this tenant's)."""
-        shard = self._session_shard(session_id)
-        return self._found(ray.get(shard.session.remote(self.tenant, session_id)), session_id)
-
-    def end_session(self, session_id: str) -> Session:
-        shard = self._session_shard(session_id)
-        return self._found(ray.get(shard.end_session.remote(self.tenant, session_id)), session_id)
-
-    async def asession(self, session_id: str) -> Session:
-        shard = self._session_shard(session_id)
-        return self._found(await shard.session.remote(self.tenant, session_id), session_id)
-
-    async def aend_session(self, session_id: str) -> Session:
-        shard = self._session_shard(session_id)
-        return self._found(await shard.end_session.remote(self.tenant, session_id), session_id)
-
-    async def areset_session(self, session_id: str) -> bool:
-        """Forget the session's turns (its context); False when there is no such session."""
-        shard = self._session_shard(session_id)
-        return await shard.reset_session.remote(self.tenant, session_id)  # type: ignore[no-any-return]
-
-    async def ateams(self) -> list[TeamInfo]:
-        return await self._shards[0].teams.remote()  # type: ignore[no-any-return]
-
-    async def ainfo(self) -> list[dict[str, Any]]:
+    async def info(self) -> list[dict[str, Any]]:
         """Every shard's info; raises when a shard does not answer (used by health probes)."""
         return list(await asyncio.gather(*(s.info.remote() for s in self._shards)))
 
-    def running(self) -> list[str]:
-        return [r for rs in ray.get([s.running.remote(self.tenant) for s in self._shards]) for r in rs]
+    # -- HostControl -----------------------------------------------------------------------------------
 
     def actors(self) -> list[dict[str, Any]]:
-        """The live named actors: each orchestrator shard and every agent actor it has started."""
         out: list[dict[str, Any]] = []
-        for shard, info, agents in zip(
-            self._shards,
-            ray.get([s.info.remote() for s in self._shards]),
-            ray.get([s.agents.remote() for s in self._shards]),
-            strict=True,
-        ):
-            del shard
+        infos = ray.get([s.info.remote() for s in self._shards])
+        agents = ray.get([s.agents.remote() for s in self._shards])
+        for info, shard_agents in zip(infos, agents, strict=True):
             out.append({"kind": "orchestrator", "name": orchestrator_name(info["shard"]), **info})
-            out.extend({"kind": "agent", "shard": info["shard"], **a} for a in agents)
+            out.extend({"kind": "agent", "shard": info["shard"], **a} for a in shard_agents)
         return out
 
     def warm_up(self, teams: list[str] | None = None) -> int:
-        """Start the agent actors now (they start on first use otherwise). Returns how many exist."""
         return sum(ray.get([s.warm_up.remote(teams) for s in self._shards]))
 
-    def with_tenant(self, tenant: str) -> OrchestraHandle:
-        """The same orchestrator seen as another tenant (the serving layer uses one per API key)."""
-        return OrchestraHandle(self.config, self._shards, tenant)
+    def running(self, tenant: str) -> list[str]:
+        return [r for rs in ray.get([s.running.remote(tenant) for s in self._shards]) for r in rs]
 
     def shutdown(self) -> None:
-        """Kill the orchestrator shards (and with them the agent actors they own)."""
         for shard in self._shards:
             ray.kill(shard)
 
@@ -409,4 +292,5 @@ def connect(
             ).remote(cfg, i, env, ns)
         )
     ray.get([h.info.remote() for h in handles])  # surfaces a start-up error (bad provider config) now
-    return OrchestraHandle(cfg, handles, tenant)
+    service = RayChatService(cfg, handles)
+    return OrchestraHandle(service, cfg, tenant=tenant, host=service)

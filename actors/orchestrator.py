@@ -16,8 +16,6 @@ import ray
 
 from orchestra import (
     ChatResult,
-    Engine,
-    NotFoundError,
     OrchestraConfig,
     OrchestraError,
     RunEvent,
@@ -25,9 +23,12 @@ from orchestra import (
     Session,
     TeamInfo,
     Transcript,
-    make_provider,
+    settings,
 )
-from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore, RedisMemoryStore
+from orchestra.engine import Engine
+from orchestra.providers import make_provider
+from orchestra.stores import InMemoryMemoryStore, MemoryStore
+from orchestra.stores.redis import RedisMemoryStore, redis_client
 
 from .agent import AgentActor
 from .runtime import RayRuntime
@@ -39,12 +40,8 @@ log = logging.getLogger("orchestra.actors")
 
 def _memory_store() -> MemoryStore:
     """Long-term memory in Redis (shared by all shards) when ORCHESTRA_REDIS_URL is set, else in-process."""
-    url = os.environ.get("ORCHESTRA_REDIS_URL")
-    if not url:
-        return InMemoryMemoryStore()
-    import redis.asyncio as aioredis
-
-    return RedisMemoryStore(aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2))
+    url = settings().redis_url
+    return RedisMemoryStore(redis_client(url)) if url else InMemoryMemoryStore()
 
 
 def orchestrator_name(shard: int) -> str:
@@ -87,7 +84,7 @@ class Orchestrator:
         interval = min(60.0, max(1.0, self._config.runtime.session_ttl_s / 10))
         while True:
             await asyncio.sleep(interval)
-            for session in self._engine.sessions.expire():
+            for session in await self._engine.sessions.expire():
                 log.info("session %s of %s expired", session.session_id, session.tenant)
 
     # -- runs --------------------------------------------------------------------------------------
@@ -130,11 +127,11 @@ class Orchestrator:
 
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
         self._ensure_sweeper()
-        async for batch in self._engine.stream_batches(request):
+        async for batch in self._engine.stream(request):
             yield batch
 
-    async def cancel(self, run_id: str, tenant: str | None = None) -> bool:
-        return await self._engine.cancel(run_id, tenant)
+    async def cancel(self, tenant: str, run_id: str) -> bool:
+        return await self._engine.cancel(tenant, run_id)
 
     async def warm_up(self, teams: list[str] | None = None) -> int:
         """Create the agent actors of ``teams`` (all by default) now rather than on first use."""
@@ -150,29 +147,23 @@ class Orchestrator:
 
     # -- inspection --------------------------------------------------------------------------------
 
-    def teams(self) -> list[TeamInfo]:
-        return self._engine.teams()
+    async def teams(self) -> list[TeamInfo]:
+        return await self._engine.teams()
 
-    def transcript(self, run_id: str, tenant: str) -> Transcript | None:
-        try:
-            return self._engine.transcript(run_id, tenant)
-        except NotFoundError:
-            return None
+    async def transcript(self, tenant: str, run_id: str) -> Transcript:
+        return await self._engine.transcript(tenant, run_id)
 
     def running(self, tenant: str | None = None) -> list[str]:
         return self._engine.running(tenant)
 
-    def session(self, tenant: str, session_id: str) -> Session | None:
-        try:
-            return self._engine.session(tenant, session_id)
-        except NotFoundError:
-            return None
+    async def session(self, tenant: str, session_id: str) -> Session:
+        return await self._engine.session(tenant, session_id)
 
-    def reset_session(self, tenant: str, session_id: str) -> bool:
-        return self._engine.sessions.reset(tenant, session_id)
+    async def reset_session(self, tenant: str, session_id: str) -> Session:
+        return await self._engine.reset_session(tenant, session_id)
 
-    def end_session(self, tenant: str, session_id: str) -> Session | None:
-        return self._engine.sessions.end(tenant, session_id)
+    async def end_session(self, tenant: str, session_id: str) -> Session:
+        return await self._engine.end_session(tenant, session_id)
 
     async def agents(self) -> list[dict[str, Any]]:
         infos = await asyncio.gather(
@@ -180,13 +171,13 @@ class Orchestrator:
         )
         return [i for i in infos if isinstance(i, dict)]
 
-    def info(self) -> dict[str, Any]:
+    async def info(self) -> dict[str, Any]:
         return {
             "shard": self._shard,
             "pid": os.getpid(),
             "actor_id": ray.get_runtime_context().get_actor_id(),
             "provider": self._provider_label,
             "running": len(self._engine.running()),
-            "sessions": len(self._engine.sessions),
+            "sessions": await self._engine.sessions.count(),
             "agents": len(self._runtime.actors),
         }

@@ -14,11 +14,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from orchestra import InternalError, OrchestraConfig, OrchestraError, TurnRequest, TurnResult
-from orchestra.engine._agent import EventSink
-from orchestra.engine._batching import KeyedBatcher
-from orchestra.engine._config import RuntimeConfig
-from orchestra.engine._runtime import agent_name_of
+from orchestra import InternalError, OrchestraConfig, OrchestraError
+from orchestra.engine import EventSink, KeyedBatcher, RuntimeConfig, TurnRequest, TurnResult, agent_name_of
 
 __all__ = ["RayRuntime"]
 

@@ -1,32 +1,23 @@
 """AI Orchestra: an actor-model runtime for teams of LLM agents.
 
-The core (this package) is free of Ray: patterns, agents, providers, config and the engine can be used and
-tested in one process. ``orchestra.connect()`` returns a handle to the live Ray actors (it imports Ray
-lazily).
+This package is the Ray-free core. Its public API is what this module exports (``__all__``, checked by a
+test): ``connect()`` to the live runtime, the typed results and stream events, the errors, and config
+loading. The folders are the architecture (docs/architecture.md): ``engine``, ``providers``, ``stores``,
+``serving``, ``cli``; their modules are internal.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestra._types import MODES
-from orchestra.engine._agent import Agent, EventSink, build_messages
-from orchestra.engine._config import (
-    AgentConfig,
-    OrchestraConfig,
-    RouterConfig,
-    RuntimeConfig,
-    TeamConfig,
-    TeamModeSettings,
-    default_config_path,
-    load_config,
-)
-from orchestra.engine._engine import Engine, parse_run_request
-from orchestra.engine._messages import (
+from orchestra._edges import load_edge as _load_edge
+from orchestra._handle import HostControl, OrchestraHandle
+from orchestra._types import MODES, Mode
+from orchestra.engine import (
     ChatMetadata,
     ChatResult,
-    Contribution,
-    HistoryTurn,
+    ChatService,
+    OrchestraConfig,
     ProcessingStep,
     RunCompleted,
     RunEvent,
@@ -37,13 +28,10 @@ from orchestra.engine._messages import (
     Transcript,
     TranscriptEntry,
     TurnEnd,
-    TurnRequest,
-    TurnResult,
     TurnStart,
+    default_config_path,
+    load_config,
 )
-from orchestra.engine._patterns import PATTERNS, TeamRun, parse_score, parse_verdict, run_pattern
-from orchestra.engine._router import route
-from orchestra.engine._runtime import AgentRuntime, LocalRuntime
 from orchestra.errors import (
     AuthenticationError,
     ConfigError,
@@ -64,40 +52,26 @@ from orchestra.errors import (
     ValidationError,
     error_from_dict,
 )
-from orchestra.providers import LLMProvider
-from orchestra.providers._factory import make_provider
-from orchestra.stores._memory import InMemoryMemoryStore, MemoryItem, MemoryStore, RedisMemoryStore
-from orchestra.stores._sessions import Session, SessionStore
-
-if TYPE_CHECKING:
-    from actors.client import OrchestraHandle
+from orchestra.settings import Settings, settings
+from orchestra.stores import Session, SessionTurn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MODES",
-    "PATTERNS",
-    "Agent",
-    "AgentConfig",
-    "AgentRuntime",
     "AuthenticationError",
     "ChatMetadata",
     "ChatResult",
+    "ChatService",
     "ConfigError",
-    "Contribution",
     "DeadlineExceededError",
-    "Engine",
-    "EventSink",
-    "HistoryTurn",
-    "InMemoryMemoryStore",
+    "HostControl",
     "InternalError",
-    "LLMProvider",
-    "LocalRuntime",
-    "MemoryItem",
-    "MemoryStore",
+    "Mode",
     "NotFoundError",
     "OrchestraConfig",
     "OrchestraError",
+    "OrchestraHandle",
     "PayloadTooLargeError",
     "ProcessingStep",
     "ProviderAuthenticationError",
@@ -107,49 +81,38 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderUnavailableError",
     "RateLimitError",
-    "RedisMemoryStore",
-    "RouterConfig",
     "RunCancelledError",
     "RunCompleted",
     "RunEvent",
     "RunFailed",
     "RunRequest",
-    "RuntimeConfig",
     "ServiceUnavailableError",
     "Session",
-    "SessionStore",
-    "TeamConfig",
+    "SessionTurn",
+    "Settings",
     "TeamInfo",
-    "TeamModeSettings",
-    "TeamRun",
     "TokenEvent",
     "Transcript",
     "TranscriptEntry",
     "TurnEnd",
-    "TurnRequest",
-    "TurnResult",
     "TurnStart",
     "ValidationError",
     "__version__",
-    "build_messages",
     "connect",
     "default_config_path",
     "error_from_dict",
     "load_config",
-    "make_provider",
-    "parse_run_request",
-    "parse_score",
-    "parse_verdict",
-    "route",
-    "run_pattern",
+    "settings",
 ]
 
 
-def connect(address: str | None = None, **kwargs: Any) -> OrchestraHandle:
-    """Handle to the running orchestrator on Ray (starting a local Ray and the actors when none run).
+def connect(address: str | None = None, **options: Any) -> OrchestraHandle:
+    """A handle to the live runtime on Ray: the orchestrator actors (started when none run).
 
-    See ``actors.client.connect`` for the options.
+    ``address``: a Ray cluster (``auto``, ``ray://host:10001``...); None: ``RAY_ADDRESS`` when set, else a
+    Ray already initialised in this process, else a new local Ray. ``options``: ``config`` (an
+    OrchestraConfig or YAML path), ``namespace``, ``shards``, ``detached``, ``tenant``, ``init_kwargs``
+    (see ``actors.client.connect``, which the entry point ``orchestra.edges:connect`` names).
     """
-    from actors.client import connect as _connect
-
-    return _connect(address, **kwargs)
+    handle: OrchestraHandle = _load_edge("connect")(address, **options)
+    return handle

@@ -5,7 +5,7 @@ still need them. Instead of importing them (a cycle, and Ray in every ``import o
 looks them up by name in the entry-point group ``orchestra.edges`` that ``pyproject.toml`` declares:
 
 - ``connect``: ``actors.client:connect``, the handle to the orchestrator actors;
-- ``serve``: ``serve_app:serve``, which runs the Serve application until stopped.
+- ``serve``: ``serve_app:run_server``, which runs the Serve application until stopped.
 
 Another package could register its own edge under the same names (a different cluster runtime, say).
 """

@@ -9,10 +9,13 @@ import logging
 import sys
 from typing import Any
 
+from orchestra import OrchestraHandle, connect
+from orchestra._edges import load_edge
 from orchestra._types import MODES
 from orchestra.engine._config import load_config
 from orchestra.engine._messages import RunCompleted, RunEvent, RunFailed, TokenEvent, TurnEnd, TurnStart
 from orchestra.errors import OrchestraError
+from orchestra.settings import ENV_PREFIX, settings
 
 __all__ = ["main"]
 
@@ -64,20 +67,30 @@ def _print_event(event: RunEvent, state: dict[str, Any]) -> None:
         state["current"] = None
 
 
-async def _run_local(args: argparse.Namespace) -> int:
-    from orchestra.engine._engine import Engine, parse_run_request
-    from orchestra.engine._runtime import LocalRuntime
-    from orchestra.providers._factory import make_provider
+def _handle(args: argparse.Namespace) -> OrchestraHandle:
+    """In this process (``--local``: no Ray, in-memory stores) or on the Ray actors."""
+    if args.local:
+        from orchestra.engine import Engine, LocalRuntime
+        from orchestra.providers import make_provider
 
-    cfg = load_config(args.config)
-    provider = make_provider(cfg)
-    engine = Engine(cfg, LocalRuntime(cfg, provider), cfg.resolved_provider())
-    request = parse_run_request(_fields(args))
+        cfg = load_config(args.config)
+        engine = Engine(cfg, LocalRuntime(cfg, make_provider(cfg)), cfg.resolved_provider())
+        return OrchestraHandle(engine, cfg)
+    # Worker logs stay in Ray's log files: the terminal shows the agents' tokens, not actor noise.
+    return connect(
+        args.address, config=args.config, init_kwargs={"log_to_driver": False, "include_dashboard": False}
+    )
+
+
+async def _run(args: argparse.Namespace) -> int:
+    handle = _handle(args)
+    fields = _fields(args)
+    message = fields.pop("message")
     if not args.stream:
-        _print_result(await engine.run(request), args.json)
+        _print_result(await handle.achat(message, **fields), args.json)
         return 0
     state: dict[str, Any] = {}
-    async for event in engine.stream(request):
+    async for event in handle.stream(message, **fields):
         code = _handle_final(event, state, args.json)
         if code is not None:
             return code
@@ -121,83 +134,51 @@ def _print_result(result: Any, as_json: bool) -> None:
     )
 
 
-async def _run_ray(args: argparse.Namespace) -> int:
-    from actors.client import connect
-
-    # Worker logs stay in Ray's log files: the terminal shows the agents' tokens, not actor noise.
-    handle = connect(
-        args.address, config=args.config, init_kwargs={"log_to_driver": False, "include_dashboard": False}
-    )
-    fields = _fields(args)
-    message = fields.pop("message")
-    if not args.stream:
-        _print_result(await handle.achat(message, **fields), args.json)
-        return 0
-    state: dict[str, Any] = {}
-    async for event in handle.stream(message, **fields):
-        code = _handle_final(event, state, args.json)
-        if code is not None:
-            return code
-    return 1
-
-
 def _serve(args: argparse.Namespace) -> int:
-    """Start Ray (or join one), deploy the app, print how to call it, and stop cleanly on Ctrl-C."""
+    """Embedded defaults (Redis, development key), then the Serve app until Ctrl-C (``orchestra.edges``)."""
     import os
-    import signal
-    import threading
     from pathlib import Path
 
     from orchestra.cli._embedded import EmbeddedRedis, dev_key
+    from orchestra.serving._proxy import PROXY_CALLBACK
 
     load_config(args.config)  # a bad swarms config stops us here, before anything starts
     if args.config:
         os.environ["ORCHESTRA_CONFIG"] = str(Path(args.config).resolve())
     redis: EmbeddedRedis | None = None
-    if not os.environ.get("ORCHESTRA_REDIS_URL"):
+    if not settings().redis_url:
         redis = EmbeddedRedis()
         os.environ["ORCHESTRA_REDIS_URL"] = redis.url
     key = dev_key()
-    extra = os.environ.get("ORCHESTRA_API_KEYS", "")
+    extra = settings().api_keys.get_secret_value()
     os.environ["ORCHESTRA_API_KEYS"] = ",".join(filter(None, [extra, f"{key}:chat+metrics+admin"]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Serve's proxy then answers X-Request-ID as the spec says (see orchestra/_proxy.py).
-    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "orchestra.serving._proxy:middlewares")
+    # Serve's proxy then answers X-Request-ID as the spec says (orchestra/serving/_proxy.py).
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", PROXY_CALLBACK)
+    url = f"http://{args.host}:{args.port}"
     try:
-        import ray
-        from ray import serve
+        run_server = load_edge("serve")
+        env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
 
-        import serve_app
+        def ready() -> None:
+            print(f"\nAI Orchestra is serving at {url}  (API docs: {url}/docs)")
+            print(f"development key (chat, metrics, admin; stored in .orchestra/dev-key): {key}")
+            print(f"try:  curl -s {url}/chat/v2/chat -H 'Authorization: Bearer {key}' \\")
+            body = '{"message": "Write a haiku about actors"}'
+            print(f"        -H 'Content-Type: application/json' -d '{body}'")
 
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
-        serve.start(http_options={"host": args.host, "port": args.port})
-        env = {k: v for k, v in os.environ.items() if k.startswith("ORCHESTRA_")}
-        options = serve_app.deployment_options(Path(args.serve_config)) if args.serve_config else None
-        serve.run(serve_app.build_app(options, env=env), name="orchestra", route_prefix="/")
-        url = f"http://{args.host}:{args.port}"
-        print(f"\nAI Orchestra is serving at {url}  (API docs: {url}/docs)")
-        print(f"development key (chat, metrics, admin; stored in .orchestra/dev-key): {key}")
-        print(f"try:  curl -s {url}/chat/v2/chat -H 'Authorization: Bearer {key}' \\")
-        print(
-            "        -H 'Content-Type: application/json' -d '{\"message\": \"Write a haiku about actors\"}'"
+        code: int = run_server(
+            host=args.host,
+            port=args.port,
+            address=args.address,
+            options_path=Path(args.serve_config) if args.serve_config else None,
+            env=env,
+            on_ready=ready,
         )
-        print("Ctrl-C stops the server.", flush=True)
-        stop = threading.Event()
-        # Both signals explicitly: a shell starting us in the background makes SIGINT ignored by default.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
-        try:
-            while not stop.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            pass
-        print("\nstopping...", flush=True)
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+        return code
     finally:
         if redis is not None:
             redis.stop()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "LLM provider: scripted (offline deterministic stand-in, not a real model)", file=sys.stderr
             )
-        return asyncio.run(_run_local(args) if args.local else _run_ray(args))
+        return asyncio.run(_run(args))
     except OrchestraError as e:
         print(f"error {e.code}: {e.message}", file=sys.stderr)
         return 2

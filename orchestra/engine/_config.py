@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from orchestra import settings as _settings
 from orchestra._types import MODES, FrozenModel, Mode
 from orchestra.errors import ConfigError, invalid, pydantic_errors
 from orchestra.providers._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
@@ -254,8 +255,8 @@ class RecordingConfig(FrozenModel):
 
     def resolved(self) -> tuple[str | None, str | None]:
         return (
-            os.environ.get("ORCHESTRA_RECORD") or self.record_path,
-            os.environ.get("ORCHESTRA_REPLAY") or self.replay_path,
+            str(env.record) if (env := _settings.settings()).record else self.record_path,
+            str(env.replay) if env.replay else self.replay_path,
         )
 
 
@@ -312,7 +313,7 @@ class OrchestraConfig(FrozenModel):
 
     def resolved_provider(self) -> ProviderName:
         """The provider in force: env ORCHESTRA_LLM_PROVIDER, else ``provider`` (``auto`` resolved)."""
-        choice = os.environ.get("ORCHESTRA_LLM_PROVIDER") or self.provider
+        choice = _settings.settings().llm_provider or self.provider
         if choice == "auto":
             if os.environ.get("OPENAI_API_KEY"):
                 return "openai"
@@ -347,9 +348,9 @@ class OrchestraConfig(FrozenModel):
 
 def default_config_path() -> Path:
     """``ORCHESTRA_CONFIG`` if set, else the ``swarms.yaml`` shipped with the package (``configs/``)."""
-    env = os.environ.get("ORCHESTRA_CONFIG")
-    if env:
-        return Path(env)
+    configured = _settings.settings().config
+    if configured is not None:
+        return configured
     return packaged_config("swarms.yaml")
 
 

@@ -5,11 +5,12 @@ cancellation, streams events and keeps transcripts. Ray-free; ``actors.Orchestra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from pydantic import ValidationError as PydanticValidationError
@@ -46,7 +47,7 @@ from orchestra.errors import (
     pydantic_errors,
 )
 from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
-from orchestra.stores._sessions import Session, SessionStore, SessionTurn
+from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 
 __all__ = ["Engine", "parse_run_request", "team_infos"]
 
@@ -88,62 +89,109 @@ def team_infos(config: OrchestraConfig, provider: str) -> list[TeamInfo]:
     return infos
 
 
+def history_of(session: Session | None, turns: int, chars: int) -> tuple[HistoryTurn, ...]:
+    """The latest ``turns`` turns, oldest first, dropping the oldest until they fit in ``chars``."""
+    if session is None or turns <= 0:
+        return ()
+    picked: list[HistoryTurn] = []
+    used = 0
+    for t in reversed(session.turns[-turns:]):
+        size = len(t.message) + len(t.response)
+        if used + size > chars:
+            break
+        picked.append(HistoryTurn(user=t.message, assistant=t.response))
+        used += size
+    return tuple(reversed(picked))
+
+
+def _found(session: Session | None, session_id: str) -> Session:
+    if session is None:  # also another tenant's: indistinguishable on purpose
+        raise NotFoundError(f"no session {session_id!r}")
+    return session
+
+
+class _SessionLocks:
+    """One lock per session while a turn of it runs or waits; dropped when none does, so they never pile
+    up however sessions end (DELETE, idle expiry, a store another process cleaned)."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        lock, users = self._held.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._held[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._held[key]
+            if users == 1:
+                del self._held[key]
+            else:
+                self._held[key] = (lock, users - 1)
+
+
 class Engine:
+    """Runs chats in this process: a ``ChatService`` (orchestra.engine._service) over an AgentRuntime."""
+
     def __init__(
         self,
         config: OrchestraConfig,
         runtime: AgentRuntime,
         provider: str,
         *,
+        sessions: SessionStore | None = None,
         memory: MemoryStore | None = None,
     ) -> None:
+        """``sessions`` and ``memory`` default to in-process stores (one-process use)."""
         self.config = config
+        self.sessions: SessionStore = sessions or InMemorySessionStore(config.runtime.session_ttl_s)
         self.memory: MemoryStore = memory or InMemoryMemoryStore()
         self.runtime = runtime
         self.provider = provider
-        self.sessions = SessionStore(config.runtime.session_ttl_s)
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks = _SessionLocks()
         self._running: dict[str, tuple[str, asyncio.Task[ChatResult]]] = {}
         self._cancelled: set[str] = set()
         self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
 
     # -- introspection -----------------------------------------------------------------------------
 
-    def teams(self) -> list[TeamInfo]:
+    async def teams(self) -> list[TeamInfo]:
         return team_infos(self.config, self.provider)
 
     def running(self, tenant: str | None = None) -> list[str]:
         return [rid for rid, (owner, _) in self._running.items() if tenant is None or owner == tenant]
 
-    def transcript(self, run_id: str, tenant: str) -> Transcript:
+    async def transcript(self, tenant: str, run_id: str) -> Transcript:
         t = self._transcripts.get(run_id)
         if t is None or t.tenant != tenant:
             raise NotFoundError(f"no run {run_id!r}")
         return t
 
-    def session(self, tenant: str, session_id: str) -> Session:
-        s = self.sessions.get(tenant, session_id)
-        if s is None:
-            raise NotFoundError(f"no session {session_id!r}")
-        return s.model_copy(deep=True)
+    async def session(self, tenant: str, session_id: str) -> Session:
+        return _found(await self.sessions.get(tenant, session_id), session_id)
 
-    def reset_session(self, tenant: str, session_id: str) -> None:
-        if not self.sessions.reset(tenant, session_id):
-            raise NotFoundError(f"no session {session_id!r}")
+    async def reset_session(self, tenant: str, session_id: str) -> Session:
+        return _found(await self.sessions.reset(tenant, session_id), session_id)
 
-    def end_session(self, tenant: str, session_id: str) -> Session:
-        s = self.sessions.end(tenant, session_id)
-        if s is None:
-            raise NotFoundError(f"no session {session_id!r}")
-        self._locks.pop((tenant, session_id), None)
-        return s
+    async def end_session(self, tenant: str, session_id: str) -> Session:
+        return _found(await self.sessions.end(tenant, session_id), session_id)
+
+    def locked_sessions(self) -> int:
+        """Sessions with a turn running or waiting (their locks are the only per-session state here)."""
+        return len(self._locks)
 
     # -- running -----------------------------------------------------------------------------------
 
-    async def cancel(self, run_id: str, tenant: str | None = None) -> bool:
-        """Cancel a running run (only the owner's, when ``tenant`` is given). False when not running."""
+    async def cancel(self, tenant: str, run_id: str) -> bool:
+        """Cancel a running run of ``tenant``. False when it is not running (or not the tenant's)."""
         entry = self._running.get(run_id)
-        if entry is None or (tenant is not None and entry[0] != tenant):
+        if entry is None or entry[0] != tenant:
             return False
         self._cancelled.add(run_id)
         entry[1].cancel()
@@ -191,9 +239,8 @@ class Engine:
         started = time.monotonic()
         tenant = request.tenant
         session_id = request.session_id or uuid.uuid4().hex
-        lock = self._locks.setdefault((tenant, session_id), asyncio.Lock())
-        async with lock:  # turns of one session run in order, each seeing the previous
-            existing = self.sessions.get(tenant, session_id)
+        async with self._locks.hold((tenant, session_id)):  # a session's turns run in order
+            existing = await self.sessions.get(tenant, session_id)
             if request.swarm_type is not None:
                 team, execution_mode = request.swarm_type, request.swarm_type
             elif existing is not None and existing.swarm_type is not None:
@@ -202,8 +249,8 @@ class Engine:
                 team, _reason = route(request.message, self.config.router)
                 execution_mode = f"routed:{team}"
             mode = request.optimization_mode
-            history = self.sessions.history(
-                tenant, session_id, self.config.runtime.history_turns, self.config.runtime.history_chars
+            history = history_of(
+                existing, self.config.runtime.history_turns, self.config.runtime.history_chars
             )
             memories: tuple[HistoryTurn, ...] = ()
             if request.use_memory:
@@ -278,7 +325,7 @@ class Engine:
                     await self.memory.remember(tenant, session_id, request.message, result.response)
                 except Exception as e:  # the answer is good; losing it from memory must not lose the answer
                     log.warning("memory store failed for run %s: %r", request.run_id, e)
-            self.sessions.append(
+            await self.sessions.append(
                 tenant,
                 session_id,
                 SessionTurn(
@@ -333,7 +380,7 @@ class Engine:
         while len(self._transcripts) > self.config.runtime.transcripts_kept:
             self._transcripts.popitem(last=False)
 
-    async def stream_batches(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
+    async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
         """The run's events in batches (all that are ready), ending with RunCompleted or RunFailed.
 
         Batches keep the per-event cost low when events cross a process boundary. Closing the iterator
@@ -357,9 +404,3 @@ class Engine:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-
-    async def stream(self, request: RunRequest) -> AsyncIterator[RunEvent]:
-        """The run's events one by one, ending with RunCompleted or RunFailed."""
-        async for batch in self.stream_batches(request):
-            for event in batch:
-                yield event

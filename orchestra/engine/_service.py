@@ -13,7 +13,7 @@ Every method names the tenant that asks: a tenant never sees, cancels or ends an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from orchestra.engine._messages import ChatResult, RunEvent, RunRequest, TeamInfo, Transcript
@@ -36,7 +36,7 @@ class ChatService(Protocol):
         """
         ...
 
-    def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
+    def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
         """The run's events in batches as they become ready (turn_start, token, turn_end per agent); the
         last batch ends with ``RunCompleted`` or ``RunFailed`` (errors travel as that event, not raised).
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["close_queue_when_done", "queue_batches"]
+__all__ = ["close_queue_when_done", "events", "queue_batches"]
+
+T = TypeVar("T")
 
 
 def close_queue_when_done(task: asyncio.Future[Any], queue: asyncio.Queue[Any]) -> None:
@@ -32,3 +34,15 @@ async def queue_batches(queue: asyncio.Queue[Any]) -> AsyncIterator[list[Any]]:
             yield items
         if done:
             return
+
+
+async def events(batches: AsyncIterator[list[T]]) -> AsyncIterator[T]:
+    """Batches of a ``ChatService.stream`` one event at a time; closing this closes the stream."""
+    try:
+        async for batch in batches:
+            for event in batch:
+                yield event
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()

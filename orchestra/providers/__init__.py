@@ -16,6 +16,7 @@ from orchestra.providers._base import (
     TokenDelta,
     Usage,
 )
+from orchestra.providers._factory import make_provider
 from orchestra.providers._recording import RecordingProvider, ReplayProvider
 from orchestra.providers._retry import RetryPolicy
 from orchestra.providers._scripted import ScriptedProvider
@@ -38,6 +39,7 @@ __all__ = [
     "StreamItem",
     "TokenDelta",
     "Usage",
+    "make_provider",
 ]
 
 if TYPE_CHECKING:

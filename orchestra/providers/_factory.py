@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from orchestra.engine._config import OrchestraConfig
 from orchestra.errors import ConfigError
-from orchestra.providers import (
-    AnthropicSettings,
-    LLMProvider,
-    OpenAISettings,
-    RecordingProvider,
-    ReplayProvider,
-    ScriptedProvider,
-    ScriptedSettings,
-)
+from orchestra.providers._base import LLMProvider
+from orchestra.providers._recording import RecordingProvider, ReplayProvider
+from orchestra.providers._scripted import ScriptedProvider
+from orchestra.providers._settings import AnthropicSettings, OpenAISettings, ScriptedSettings
+
+if TYPE_CHECKING:
+    from orchestra.engine._config import OrchestraConfig
 
 __all__ = ["make_provider"]
 

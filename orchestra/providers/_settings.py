@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from orchestra._types import FrozenModel
 from orchestra.errors import ConfigError
 from orchestra.providers._retry import RetryPolicy
+from orchestra.settings import settings
 
 __all__ = ["AnthropicSettings", "OpenAISettings", "ScriptedSettings"]
 
@@ -78,22 +79,14 @@ class ScriptedSettings(FrozenModel):
     )
 
     def with_env_overrides(self) -> ScriptedSettings:
-        """Apply ORCHESTRA_SCRIPTED_LATENCY_S / ORCHESTRA_SCRIPTED_TOKENS_PER_S, rejecting bad values."""
-        updates: dict[str, float] = {}
-        for env, field in (
-            ("ORCHESTRA_SCRIPTED_LATENCY_S", "latency_s"),
-            ("ORCHESTRA_SCRIPTED_TOKENS_PER_S", "tokens_per_s"),
-        ):
-            raw = os.environ.get(env)
-            if raw is None or raw == "":
-                continue
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(
-                    f"{env}={raw!r} is not a number", details={"field": env, "reason": "not a number"}
-                ) from None
-            if value < 0 or value != value:
-                raise ConfigError(f"{env}={raw!r} must be >= 0", details={"field": env, "reason": "negative"})
-            updates[field] = value
+        """Apply ORCHESTRA_SCRIPTED_LATENCY_S / ORCHESTRA_SCRIPTED_TOKENS_PER_S (``ConfigError`` if bad)."""
+        env = settings()
+        updates = {
+            name: value
+            for name, value in (
+                ("latency_s", env.scripted_latency_s),
+                ("tokens_per_s", env.scripted_tokens_per_s),
+            )
+            if value is not None
+        }
         return self.model_copy(update=updates) if updates else self

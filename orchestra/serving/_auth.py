@@ -21,7 +21,6 @@ needed scope gets 401 ``AUTHENTICATION_ERROR`` (the spec defines no 403).
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import hashlib
 import hmac
@@ -30,27 +29,22 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-from pydantic import Field, field_serializer, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from redis.exceptions import RedisError
 
-from orchestra._types import IDENTIFIER_RE, FrozenModel
 from orchestra.errors import (
     AuthenticationError,
     ConfigError,
     OrchestraError,
-    ServiceUnavailableError,
     ValidationError,
     invalid,
     pydantic_errors,
 )
+from orchestra.stores._keys import SCOPES, ApiKeyRecord, KeyStore
 
 __all__ = [
     "CACHE_TTL_S",
@@ -58,8 +52,7 @@ __all__ = [
     "KEY_PREFIX",
     "MIN_KEY_CHARS",
     "SCOPES",
-    "ApiKeyRecord",
-    "KeyStore",
+    "ApiKeys",
     "Principal",
     "hash_key",
     "parse_api_keys_env",
@@ -68,14 +61,12 @@ __all__ = [
 
 log = logging.getLogger("orchestra.auth")
 
-SCOPES = frozenset({"chat", "metrics", "admin"})
 DEFAULT_SCOPES = frozenset({"chat"})
 KEY_PREFIX = "orch_"
 MIN_KEY_CHARS = 16
 CACHE_TTL_S = 2.0
 # RFC 6750 b64token: what may follow "Bearer ". Also keeps ',' and ':' free for ORCHESTRA_API_KEYS.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
-_ID_PATTERN = IDENTIFIER_RE.pattern  # key ids and tenants: 1-128 of [A-Za-z0-9._:-]
 
 
 def hash_key(key: str) -> str:
@@ -93,35 +84,6 @@ class Principal:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
-
-
-class ApiKeyRecord(FrozenModel):
-    """What is stored about a key; never the key itself."""
-
-    key_id: str = Field(pattern=_ID_PATTERN)
-    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    tenant: str = Field(pattern=_ID_PATTERN)
-    scopes: frozenset[str]
-    created_at: datetime
-    revoked: bool = False
-    name: str = Field(default="", max_length=200)
-
-    @field_validator("scopes")
-    @classmethod
-    def _known_scopes(cls, value: frozenset[str]) -> frozenset[str]:
-        unknown = value - SCOPES
-        if unknown:
-            raise ValueError(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
-        if not value:
-            raise ValueError("at least one scope is required")
-        return value
-
-    @field_serializer("scopes")
-    def _sorted_scopes(self, value: frozenset[str]) -> list[str]:
-        return sorted(value)  # stable JSON
-
-    def principal(self) -> Principal:
-        return Principal(key_id=self.key_id, tenant=self.tenant, scopes=self.scopes)
 
 
 def require_scope(principal: Principal, scope: str) -> None:
@@ -183,78 +145,27 @@ def parse_api_keys_env(value: str) -> list[tuple[str, frozenset[str]]]:
     return result
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class KeyStore:
-    """API keys in Redis (shared by every replica) or, with ``redis=None``, in this process's memory."""
+class ApiKeys:
+    """Issuing, revoking and checking API keys over a ``KeyStore`` (memory or Redis), with a per-replica
+    cache of lookups (see the module docstring for its bound)."""
 
     def __init__(
         self,
-        redis: aioredis.Redis | None = None,
+        store: KeyStore,
         *,
-        prefix: str = "orchestra:apikeys",
         cache_ttl_s: float = CACHE_TTL_S,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
-        timeout_s: float | None = 1.0,
     ) -> None:
-        """``timeout_s`` bounds each Redis operation (the client's own retries included) before a 503."""
-        self._redis = redis
-        self._timeout_s = timeout_s
-        self._by_hash_key = f"{prefix}:by_hash"
-        self._by_id_key = f"{prefix}:by_id"
-        self._mem_by_hash: dict[str, ApiKeyRecord] = {}
-        self._mem_by_id: dict[str, str] = {}
+        self.store = store
         self._cache_ttl_s = cache_ttl_s
         self._cache_size = cache_size
         self._clock = clock
         # LRU of key hash → (expires at, record or None for "unknown"); bounded so random keys cannot grow it.
         self._cache: OrderedDict[str, tuple[float, ApiKeyRecord | None]] = OrderedDict()
 
-    # -- storage (Redis or memory) -----------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _backend(self) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                yield
-        except (RedisError, OSError, TimeoutError) as e:
-            log.warning("API key store unavailable: %r", e)
-            raise ServiceUnavailableError("API key store unavailable", retry_after=1) from None
-
-    @staticmethod
-    def _decode(raw: Any) -> ApiKeyRecord | None:
-        try:
-            return ApiKeyRecord.model_validate_json(_text(raw))
-        except (PydanticValidationError, UnicodeDecodeError):
-            log.error("ignoring a corrupt API key record")  # never authenticates; list() skips it
-            return None
-
-    async def _get(self, key_hash: str) -> ApiKeyRecord | None:
-        if self._redis is None:
-            return self._mem_by_hash.get(key_hash)
-        async with self._backend():
-            raw = await self._redis.hget(self._by_hash_key, key_hash)
-        return None if raw is None else self._decode(raw)
-
-    async def _hash_for_id(self, key_id: str) -> str | None:
-        if self._redis is None:
-            return self._mem_by_id.get(key_id)
-        async with self._backend():
-            raw = await self._redis.hget(self._by_id_key, key_id)
-        return None if raw is None else _text(raw)
-
     async def _put(self, record: ApiKeyRecord) -> None:
-        if self._redis is None:
-            self._mem_by_hash[record.key_hash] = record
-            self._mem_by_id[record.key_id] = record.key_hash
-        else:
-            async with self._backend(), self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self._by_hash_key, record.key_hash, record.model_dump_json())
-                pipe.hset(self._by_id_key, record.key_id, record.key_hash)
-                await pipe.execute()
+        await self.store.put(record)
         # After the write: a lookup racing with it cannot leave the old record cached here.
         self._cache.pop(record.key_hash, None)
 
@@ -303,7 +214,7 @@ class KeyStore:
                 f"a bootstrap API key needs at least {MIN_KEY_CHARS} characters of letters, digits and -._~+/"
             )
         key_hash = hash_key(key)
-        existing = await self._get(key_hash)
+        existing = await self.store.get(key_hash)
         # Domain-separated from the stored hash, so the id does not reveal a prefix of it.
         derived_id = "key_" + hashlib.sha256(b"orchestra-key-id\0" + key.encode()).hexdigest()[:16]
         record_id = existing.key_id if existing else (key_id or derived_id)
@@ -330,21 +241,15 @@ class KeyStore:
 
     async def list(self) -> builtins.list[ApiKeyRecord]:
         """Every key record (revoked ones included), oldest first."""
-        if self._redis is None:
-            records = builtins.list(self._mem_by_hash.values())
-        else:
-            async with self._backend():
-                raw = await self._redis.hvals(self._by_hash_key)
-            records = [r for r in (self._decode(v) for v in raw) if r is not None]
-        return sorted(records, key=lambda r: (r.created_at, r.key_id))
+        return sorted(await self.store.all(), key=lambda r: (r.created_at, r.key_id))
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key by id. True when the key exists (revoking twice is fine), False when unknown.
 
         The record is kept, marked revoked, so ``list`` still shows it.
         """
-        key_hash = await self._hash_for_id(key_id)
-        record = None if key_hash is None else await self._get(key_hash)
+        key_hash = await self.store.hash_for_id(key_id)
+        record = None if key_hash is None else await self.store.get(key_hash)
         if record is None:
             return False
         if not record.revoked:
@@ -359,7 +264,7 @@ class KeyStore:
         if cached is not None and cached[0] > now:
             self._cache.move_to_end(key_hash)
             return cached[1]
-        record = await self._get(key_hash)
+        record = await self.store.get(key_hash)
         self._cache[key_hash] = (now + self._cache_ttl_s, record)
         self._cache.move_to_end(key_hash)
         while len(self._cache) > self._cache_size:
@@ -386,4 +291,4 @@ class KeyStore:
         # compare_digest on the hash: constant-time whatever the dict/Redis lookup did.
         if record is None or not hmac.compare_digest(record.key_hash, presented) or record.revoked:
             raise AuthenticationError("unknown or revoked API key", details={"reason": "invalid"})
-        return record.principal()
+        return Principal(key_id=record.key_id, tenant=record.tenant, scopes=record.scopes)

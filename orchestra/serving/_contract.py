@@ -41,10 +41,12 @@ from orchestra.errors import (
     InternalError,
     OrchestraError,
     PayloadTooLargeError,
+    RateLimitError,
     ValidationError,
     invalid,
     pydantic_errors,
 )
+from orchestra.stores import RateLimitDecision
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",
@@ -61,6 +63,8 @@ __all__ = [
     "error_headers",
     "new_request_id",
     "parse_body",
+    "rate_limit_error",
+    "rate_limit_headers",
     "read_body",
     "to_run_request",
     "utc_timestamp",
@@ -394,3 +398,32 @@ def v1_headers() -> dict[str, str]:
         "Sunset": format_datetime(V1_SUNSET, usegmt=True),
         "Link": '</chat/v2/chat>; rel="successor-version"',
     }
+
+
+# -- rate limits (api.md §6) ----------------------------------------------------------------------
+
+
+def rate_limit_headers(decision: RateLimitDecision) -> dict[str, str]:
+    """``X-RateLimit-*`` for every authenticated response, plus ``Retry-After`` on a refusal (429)."""
+    headers = {
+        "X-RateLimit-Limit": str(decision.limit),
+        "X-RateLimit-Remaining": str(decision.remaining),
+        "X-RateLimit-Reset": str(math.ceil(decision.reset_s)),
+    }
+    if not decision.allowed:
+        headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s or 0)))
+    return headers
+
+
+def rate_limit_error(decision: RateLimitDecision, message: str | None = None) -> RateLimitError:
+    """The 429 for a refusal (HTTP request or WebSocket message); ``error_headers`` turns its
+    ``retry_after`` into ``Retry-After``. ``details.retry_after`` is seconds, rounded up to the ms."""
+    wait = math.ceil(float(decision.retry_after_s or 0.0) * 1000) / 1000  # retrying earlier fails
+    text = message or (
+        f"rate limit exceeded: {decision.limit} requests per minute; retry in {max(1, math.ceil(wait))} s"
+    )
+    return RateLimitError(
+        text,
+        details={"limit": decision.limit, "remaining": decision.remaining, "retry_after": wait},
+        retry_after=wait,
+    )

@@ -25,23 +25,21 @@ Decisions the spec leaves open (also in docs/websocket.md and docs/asyncapi.yaml
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
-import math
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from orchestra._types import IDENTIFIER_RE, MODES, Mode
-from orchestra.engine._engine import Engine
+from orchestra.engine import ChatService, events
 from orchestra.engine._messages import (
     RunCompleted,
     RunEvent,
@@ -62,6 +60,8 @@ from orchestra.errors import (
     invalid,
     pydantic_errors,
 )
+from orchestra.serving._contract import rate_limit_error, utc_timestamp
+from orchestra.stores import RateLimitDecision, RateLimiter
 
 __all__ = [
     "BEARER_SUBPROTOCOL_PREFIX",
@@ -75,13 +75,8 @@ __all__ = [
     "MAX_WAITING",
     "REQUEST_ID_RE",
     "SUBPROTOCOL",
-    "ChatBackend",
-    "EngineBackend",
-    "RateDecision",
-    "RateLimiter",
     "WsConnection",
     "handshake_credentials",
-    "utc_timestamp",
 ]
 
 log = logging.getLogger("orchestra.ws")
@@ -111,12 +106,6 @@ _FRAME_KEYS = frozenset({"type", "data", "timestamp"})
 _MAX_FIELD_CHARS = 100  # client-chosen key names are echoed in error details; keep them short
 
 
-def utc_timestamp(now: datetime | None = None) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, as every server frame carries."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def handshake_credentials(
     authorization: str | None, subprotocols: Sequence[str]
 ) -> tuple[str | None, str | None]:
@@ -136,87 +125,6 @@ def handshake_credentials(
         if entry.startswith(BEARER_SUBPROTOCOL_PREFIX) and len(entry) > len(BEARER_SUBPROTOCOL_PREFIX):
             return entry[len(BEARER_SUBPROTOCOL_PREFIX) :], selected
     return None, selected
-
-
-# -- what the connection needs from the runtime ----------------------------------------------------
-
-
-class ChatBackend(Protocol):
-    def stream(self, request: RunRequest) -> AsyncIterator[RunEvent]:
-        """The run's events, ending with RunCompleted or RunFailed. Closing it early stops the run."""
-        ...
-
-    async def cancel(self, run_id: str, tenant: str) -> bool:
-        """Cancel a running run of ``tenant``; False when it is not running (yet, or any more)."""
-        ...
-
-    async def history(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
-        """The session's turns, oldest first; [] when there is no such session."""
-        ...
-
-    async def reset(self, tenant: str, session_id: str) -> None:
-        """Forget the session's turns (no-op when there is no such session)."""
-        ...
-
-    async def end(self, tenant: str, session_id: str) -> bool:
-        """End the session; False when there was none."""
-        ...
-
-    async def teams(self) -> list[dict[str, Any]]:
-        """Every team with its per-mode settings (``TeamInfo`` as JSON)."""
-        ...
-
-
-class EngineBackend:
-    """``ChatBackend`` over an in-process ``orchestra.Engine`` (tests, embedding without Ray)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    async def stream(self, request: RunRequest) -> AsyncIterator[RunEvent]:
-        # Closing this early closes Engine.stream, which cancels the run and waits for it.
-        async for event in self.engine.stream(request):
-            yield event
-
-    async def cancel(self, run_id: str, tenant: str) -> bool:
-        return await self.engine.cancel(run_id, tenant)
-
-    async def history(self, tenant: str, session_id: str) -> list[dict[str, Any]]:
-        try:
-            session = self.engine.session(tenant, session_id)
-        except NotFoundError:
-            return []
-        return [turn.model_dump(mode="json") for turn in session.turns]  # as REST returns them
-
-    async def reset(self, tenant: str, session_id: str) -> None:
-        with suppress(NotFoundError):
-            self.engine.reset_session(tenant, session_id)
-
-    async def end(self, tenant: str, session_id: str) -> bool:
-        try:
-            self.engine.end_session(tenant, session_id)
-        except NotFoundError:
-            return False
-        return True
-
-    async def teams(self) -> list[dict[str, Any]]:
-        return [team.model_dump(mode="json") for team in self.engine.teams()]
-
-
-class RateDecision(Protocol):
-    @property
-    def allowed(self) -> bool: ...
-
-    @property
-    def retry_after_s(self) -> float | None:
-        """Seconds until a message would be admitted; None when this one was."""
-        ...
-
-
-class RateLimiter(Protocol):
-    """Per-connection message limiter (spec §6: capacity 10, refill 100/60 per second)."""
-
-    def acquire_now(self, key: str) -> RateDecision | Awaitable[RateDecision]: ...
 
 
 # -- client frame payloads -------------------------------------------------------------------------
@@ -341,7 +249,7 @@ class WsConnection:
 
     def __init__(
         self,
-        backend: ChatBackend,
+        service: ChatService,
         *,
         send: Callable[[dict[str, Any]], Awaitable[None]],
         tenant: str,
@@ -366,7 +274,7 @@ class WsConnection:
             raise ValidationError(
                 "invalid client_id", details={"field": "client_id", "reason": "must be 1-128 characters"}
             )
-        self.backend = backend
+        self.service = service
         self.tenant = tenant
         self.client_id = client_id
         self.session_id = session_id
@@ -391,7 +299,7 @@ class WsConnection:
         self._send_lock = asyncio.Lock()
         self._stopped = False  # no new chats start (ended, closed or socket gone)
         self._gone = False  # sending failed: nothing more is sent
-        self._last_decision: RateDecision | None = None
+        self._last_decision: RateLimitDecision | None = None
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -545,8 +453,7 @@ class WsConnection:
         if self._limiter is None:
             return True
         try:
-            answer = self._limiter.acquire_now(self._rate_key)
-            decision: RateDecision = await answer if inspect.isawaitable(answer) else answer
+            decision = await self._limiter.acquire(self._rate_key)
         except Exception:
             # A limiter outage must not take chats down with it: fail open, loudly.
             log.exception("websocket rate limiter failed; admitting the message")
@@ -555,12 +462,9 @@ class WsConnection:
         return decision.allowed
 
     def _rate_limited(self) -> RateLimitError:
-        retry = (self._last_decision.retry_after_s if self._last_decision else None) or 1.0
-        retry = max(0.0, math.ceil(float(retry) * 1000) / 1000)  # rounded up: retrying earlier fails
-        return RateLimitError(
-            "too many messages on this connection; this one was dropped",
-            details={"retry_after": retry},
-            retry_after=retry,
+        assert self._last_decision is not None
+        return rate_limit_error(
+            self._last_decision, "too many messages on this connection; this one was dropped"
         )
 
     # -- chat ---------------------------------------------------------------------------------------
@@ -616,7 +520,7 @@ class WsConnection:
             try:
                 if chat.cancel_requested:  # cancelled before its task first ran
                     raise asyncio.CancelledError
-                stream = self.backend.stream(chat.request)
+                stream = events(self.service.stream(chat.request))
                 async for event in stream:
                     frame = self._event_frame(chat, event)
                     if frame is None:
@@ -680,7 +584,7 @@ class WsConnection:
             async with asyncio.timeout(self._cancel_grace_s):
                 if not chat.finished:
                     with suppress(Exception):
-                        await self.backend.cancel(chat.request_id, self.tenant)
+                        await self.service.cancel(self.tenant, chat.request_id)
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
                     with suppress(Exception):
@@ -705,7 +609,7 @@ class WsConnection:
             running.cancel_requested = True
             if not running.finished:
                 try:
-                    stopped = await self.backend.cancel(running.request_id, self.tenant)
+                    stopped = await self.service.cancel(self.tenant, running.request_id)
                 except Exception:
                     log.warning("backend cancel of %s failed", running.request_id, exc_info=True)
                     stopped = False
@@ -740,18 +644,19 @@ class WsConnection:
         else:
             _validate(_NoArgs, command.args, "data.args")
             if command.command == "reset":
-                await self.backend.reset(self.tenant, self.session_id)
+                with suppress(NotFoundError):  # nothing to forget yet
+                    await self.service.reset_session(self.tenant, self.session_id)
                 result = {"reset": True, "session_id": self.session_id}
             elif command.command == "history":
-                turns = await self.backend.history(self.tenant, self.session_id)
-                result = {"session_id": self.session_id, "turns": turns}
+                result = {"session_id": self.session_id, "turns": await self._history()}
             elif command.command == "swarms":
-                result = {"teams": await self.backend.teams(), "modes": list(MODES)}
+                result = {"teams": await self._teams(), "modes": list(MODES)}
             else:  # end
                 self._stopped = True  # no chat may start while we wind down
                 try:
                     cancelled = await self._cancel(self._chats())
-                    await self.backend.end(self.tenant, self.session_id)
+                    with suppress(NotFoundError):  # a session with no turn yet ends all the same
+                        await self.service.end_session(self.tenant, self.session_id)
                 except Exception:
                     self._stopped = False  # the client gets the error frame and may try again
                     raise
@@ -762,7 +667,7 @@ class WsConnection:
     async def _set(self, args: _SetArgs) -> dict[str, Any]:
         given = args.model_fields_set
         if "swarm_type" in given and args.swarm_type is not None:
-            known = sorted(str(t.get("swarm_type")) for t in await self.backend.teams())
+            known = sorted(str(t["swarm_type"]) for t in await self._teams())
             if args.swarm_type not in known:
                 raise _invalid("data.args.swarm_type", f"unknown team; must be one of {known}")
         if "optimization_mode" in given and args.optimization_mode is None:
@@ -772,6 +677,16 @@ class WsConnection:
         for name in given:  # swarm_type null = let the router choose again
             self._defaults[name] = getattr(args, name)
         return self.defaults
+
+    async def _history(self) -> list[dict[str, Any]]:
+        try:
+            session = await self.service.session(self.tenant, self.session_id)
+        except NotFoundError:
+            return []
+        return [turn.model_dump(mode="json") for turn in session.turns]  # as REST returns them
+
+    async def _teams(self) -> list[dict[str, Any]]:
+        return [team.model_dump(mode="json") for team in await self.service.teams()]
 
     # -- control ------------------------------------------------------------------------------------
 
@@ -792,7 +707,7 @@ class WsConnection:
         }
         if self._limiter is not None and self._last_decision is not None:
             status["rate_limit"] = {
-                "remaining": getattr(self._last_decision, "remaining", None),
+                "remaining": self._last_decision.remaining,
                 "retry_after": round(float(self._last_decision.retry_after_s or 0.0), 3),
             }
         await self._send(self._frame("control", status))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import orchestra
+import orchestra.engine
 from actors.client import shard_of
 from orchestra import (
     DeadlineExceededError,
@@ -118,24 +119,24 @@ async def test_stream_through_ray(orchestra_handle: Any) -> None:
 async def test_a_streamed_run_ends_in_one_item_per_hop(orchestra_handle: Any) -> None:
     # Every stream item costs a Ray round on both sides: the agent's result travels with its last
     # events, and the orchestrator's RunCompleted with the last turn's TurnEnd.
-    request = orchestra.parse_run_request(
+    request = orchestra.engine.parse_run_request(
         {"message": "Write a haiku", "swarm_type": "research-team", "optimization_mode": "lite"}
     )
-    batches = [b async for b in orchestra_handle.run_stream_batches(request)]
+    batches = [b async for b in orchestra_handle.service.stream(request)]
     assert isinstance(batches[-1][-1], RunCompleted) and isinstance(batches[-1][-2], TurnEnd)
     assert sum(isinstance(e, RunCompleted) for b in batches for e in b) == 1
 
     import ray
 
     judge = ray.get_actor("agent-0-coding-debate-judge", namespace="orchestra-test")
-    turn = orchestra.TurnRequest(
+    turn = orchestra.engine.TurnRequest(
         run_id="one-item-per-hop", team="coding-debate", agent="judge", role="judge", round=1,
         task="Pick one", instruction="Judge.", model="scripted/judge", stream=True,
     )  # fmt: skip
     items = [await ref async for ref in judge.stream.remote(turn)]
     assert all(isinstance(i, list) for i in items)
-    assert isinstance(items[-1][-1], orchestra.TurnResult) and isinstance(items[-1][-2], TurnEnd)
-    assert not any(isinstance(e, orchestra.TurnResult) for i in items[:-1] for e in i)
+    assert isinstance(items[-1][-1], orchestra.engine.TurnResult) and isinstance(items[-1][-2], TurnEnd)
+    assert not any(isinstance(e, orchestra.engine.TurnResult) for i in items[:-1] for e in i)
 
 
 async def test_session_continues_across_calls(orchestra_handle: Any) -> None:
@@ -240,3 +241,38 @@ def test_teams_listing_and_detached_orchestrator(ray_session: Any, orchestra_han
         assert actor_table()[orchestra_handle.actors()[0]["actor_id"]]["IsDetached"] is False
     finally:
         handle.shutdown()
+
+
+async def test_a_cancelled_turn_is_reported_as_cancelled_not_internal(
+    ray_session: Any, raw_config: dict[str, Any]
+) -> None:
+    """Regression: an agent actor reported a turn stopped by cancel_run as INTERNAL_ERROR."""
+    import ray
+
+    from actors import AgentActor
+
+    raw = copy.deepcopy(integration_raw_config(raw_config))
+    raw["providers"]["scripted"].update({"latency_s": 30.0, "tokens_per_s": 0})
+    config = orchestra.load_config(raw)
+    actor = AgentActor.options(num_cpus=0).remote(config, "coding-debate", "judge", "judge")  # type: ignore[attr-defined]
+    try:
+        turn = orchestra.engine.TurnRequest(
+            run_id="to-cancel", team="coding-debate", agent="judge", role="judge", round=1,
+            task="Pick one", instruction="Judge.", model="scripted/judge",
+        )  # fmt: skip
+        batch = actor.handle.remote([turn])
+        streamed = actor.stream.remote(turn.model_copy(update={"stream": True}))
+        for _ in range(100):  # both turns running on the actor
+            if (
+                await actor.cancel_run.remote("__probe__") == 0
+                and (await actor.info.remote())["running_runs"]
+            ):
+                break
+            await asyncio.sleep(0.05)
+        assert await actor.cancel_run.remote("to-cancel") == 2
+        (outcome,) = await batch
+        assert isinstance(outcome, orchestra.RunCancelledError) and outcome.code == "CANCELLED"
+        items = [await ref async for ref in streamed]
+        assert isinstance(items[-1], orchestra.RunCancelledError) and items[-1].code == "CANCELLED"
+    finally:
+        ray.kill(actor)

@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 
 import orchestra
+import orchestra.engine
+import orchestra.providers
 from orchestra.providers import CompletionRequest, ScriptedProvider, ScriptedSettings, StreamItem
 
 from ..conftest import fast_raw_config
@@ -59,6 +61,6 @@ def fast_config(raw_config: dict[str, Any]) -> orchestra.OrchestraConfig:
 
 def make_engine(
     config: orchestra.OrchestraConfig, settings: ScriptedSettings | None = None
-) -> tuple[orchestra.Engine, SpyProvider]:
+) -> tuple[orchestra.engine.Engine, SpyProvider]:
     spy = SpyProvider(settings or ScriptedSettings(latency_s=0.0, tokens_per_s=0.0))
-    return orchestra.Engine(config, orchestra.LocalRuntime(config, spy), "scripted"), spy
+    return orchestra.engine.Engine(config, orchestra.engine.LocalRuntime(config, spy), "scripted"), spy

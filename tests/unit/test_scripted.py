@@ -47,7 +47,7 @@ async def test_deterministic_and_labelled() -> None:
 
 async def test_role_aware_answers() -> None:
     p = ScriptedProvider(ScriptedSettings(latency_s=0, tokens_per_s=0))
-    from orchestra import parse_score, parse_verdict
+    from orchestra.engine import parse_score, parse_verdict
 
     judge = await p.complete(req("judge"))
     score = parse_score(judge.text)

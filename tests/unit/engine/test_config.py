@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import orchestra
+import orchestra.providers
 from orchestra import ConfigError, load_config
 
 
@@ -104,7 +105,7 @@ def test_selected_remote_provider_without_key_fails_at_start(
     monkeypatch.setenv("ORCHESTRA_LLM_PROVIDER", "openai")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        orchestra.make_provider(load_config(raw_config))
+        orchestra.providers.make_provider(load_config(raw_config))
 
 
 def test_scripted_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import orchestra
+import orchestra.engine
 from orchestra import ChatResult, RunRequest
 from orchestra.providers import ScriptedSettings
-
-from ..conftest import fast_raw_config
-from .conftest import make_engine
+from tests.conftest import fast_raw_config
+from tests.unit.conftest import make_engine
 
 
 def check_accounting(result: ChatResult) -> None:
@@ -112,21 +112,21 @@ async def test_creative_quality_comes_from_the_critic(fast_config: orchestra.Orc
     result = await engine.run(
         RunRequest(message="A poem about tides", swarm_type="creative-team", optimization_mode="balanced")
     )
-    transcript = engine.transcript(result.run_id, "local")
+    transcript = await engine.transcript("local", result.run_id)
     critic = next(e for e in transcript.entries if e.role == "critic")
-    assert orchestra.parse_score(critic.text) == pytest.approx(result.quality_score)
+    assert orchestra.engine.parse_score(critic.text) == pytest.approx(result.quality_score)
 
 
 def test_score_and_verdict_parsing() -> None:
-    assert orchestra.parse_score("ok\nSCORE: 0.8") == 0.8
-    assert orchestra.parse_score("Score: 85") == 0.85
-    assert orchestra.parse_score("SCORE: 7.5") == 0.075
-    assert orchestra.parse_score("SCORE: 250") == 1.0
-    assert orchestra.parse_score("no score") is None
-    assert orchestra.parse_verdict("VERDICT: APPROVED") is True
-    assert orchestra.parse_verdict("**VERDICT:** changes_requested, approve later") is False
-    assert orchestra.parse_verdict("I approve.") is True
-    assert orchestra.parse_verdict("I do not approve; changes needed") is False
+    assert orchestra.engine.parse_score("ok\nSCORE: 0.8") == 0.8
+    assert orchestra.engine.parse_score("Score: 85") == 0.85
+    assert orchestra.engine.parse_score("SCORE: 7.5") == 0.075
+    assert orchestra.engine.parse_score("SCORE: 250") == 1.0
+    assert orchestra.engine.parse_score("no score") is None
+    assert orchestra.engine.parse_verdict("VERDICT: APPROVED") is True
+    assert orchestra.engine.parse_verdict("**VERDICT:** changes_requested, approve later") is False
+    assert orchestra.engine.parse_verdict("I approve.") is True
+    assert orchestra.engine.parse_verdict("I do not approve; changes needed") is False
 
 
 # -- properties ------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 import orchestra
+import orchestra.engine
+import orchestra.stores
 from orchestra import (
     DeadlineExceededError,
     NotFoundError,
@@ -21,10 +23,10 @@ from orchestra import (
     TurnStart,
     ValidationError,
 )
+from orchestra.engine import events as one_by_one
 from orchestra.providers import ScriptedSettings
-
-from ..conftest import fast_raw_config
-from .conftest import make_engine
+from tests.conftest import fast_raw_config
+from tests.unit.conftest import make_engine
 
 
 @pytest.mark.parametrize(
@@ -42,7 +44,7 @@ from .conftest import make_engine
 )
 def test_bad_requests_name_the_field(fields: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
-        orchestra.parse_run_request(fields)
+        orchestra.engine.parse_run_request(fields)
     assert info.value.details["field"] == field
     assert info.value.details["errors"] and info.value.http_status == 400
 
@@ -86,7 +88,7 @@ async def test_session_history_reaches_the_agents_and_keeps_the_team(
     for request in spy.requests:  # every agent sees the previous turn as prior conversation
         assert request.messages[1].content == "Write a poem about the sea"
         assert request.messages[2].content == first.response
-    session = engine.session("local", first.session_id)
+    session = await engine.session("local", first.session_id)
     assert [t.message for t in session.turns] == ["Write a poem about the sea", "Now make it shorter"]
 
 
@@ -112,17 +114,17 @@ async def test_tenants_never_see_each_other(fast_config: orchestra.OrchestraConf
         RunRequest(message="secret plan", session_id="shared-id", tenant="alice", optimization_mode="lite")
     )
     with pytest.raises(NotFoundError):
-        engine.session("bob", "shared-id")
+        await engine.session("bob", "shared-id")
     with pytest.raises(NotFoundError):
-        engine.transcript(mine.run_id, "bob")
+        (await engine.transcript("bob", mine.run_id))
     # bob using the same session id gets his own, empty session
     theirs = await engine.run(
         RunRequest(message="hello", session_id="shared-id", tenant="bob", optimization_mode="lite")
     )
-    assert engine.session("bob", "shared-id").turns[0].message == "hello"
-    assert len(engine.session("alice", "shared-id").turns) == 1
+    assert (await engine.session("bob", "shared-id")).turns[0].message == "hello"
+    assert len((await engine.session("alice", "shared-id")).turns) == 1
     assert theirs.session_id == mine.session_id
-    assert not await engine.cancel(mine.run_id, "bob")
+    assert not await engine.cancel("bob", mine.run_id)
 
 
 async def test_deadline_gives_timeout_error(raw_config: dict[str, Any]) -> None:
@@ -141,22 +143,24 @@ async def test_cancel_stops_a_run(fast_config: orchestra.OrchestraConfig) -> Non
     task = asyncio.create_task(engine.run(request))
     await asyncio.sleep(0.1)
     assert engine.running() == [request.run_id]
-    assert await engine.cancel(request.run_id)
+    assert await engine.cancel("local", request.run_id)
     with pytest.raises(RunCancelledError):
         await task
     calls = len(spy.requests)
     await asyncio.sleep(0.4)
     assert len(spy.requests) == calls  # nothing more was asked of the model
-    assert engine.transcript(request.run_id, "local").outcome == "cancelled"
-    assert not await engine.cancel(request.run_id)
+    assert (await engine.transcript("local", request.run_id)).outcome == "cancelled"
+    assert not await engine.cancel("local", request.run_id)
 
 
 async def test_stream_events_are_ordered_per_agent(fast_config: orchestra.OrchestraConfig) -> None:
     engine, _ = make_engine(fast_config, ScriptedSettings(latency_s=0.01, tokens_per_s=2000))
     events = [
         e
-        async for e in engine.stream(
-            RunRequest(message="debate it", swarm_type="coding-debate", optimization_mode="balanced")
+        async for e in one_by_one(
+            engine.stream(
+                RunRequest(message="debate it", swarm_type="coding-debate", optimization_mode="balanced")
+            )
         )
     ]
     final = events[-1]
@@ -177,7 +181,7 @@ async def test_stream_events_are_ordered_per_agent(fast_config: orchestra.Orches
             assert state[key] == "open"
             state[key] = "closed"
     assert set(state.values()) == {"closed"} and len(state) == len(result.metadata.processing_steps)
-    transcript = engine.transcript(result.run_id, "local")
+    transcript = await engine.transcript("local", result.run_id)
     for entry in transcript.entries:
         assert texts[(entry.agent, entry.round)] == entry.text
     assert texts[("judge", 3)] == result.response
@@ -191,9 +195,7 @@ async def test_stream_ends_with_one_batch_holding_the_last_turn_end_and_the_resu
     for team in ("coding-debate", "research-team", "creative-team"):
         batches = [
             b
-            async for b in engine.stream_batches(
-                RunRequest(message="go", swarm_type=team, optimization_mode="lite")
-            )
+            async for b in engine.stream(RunRequest(message="go", swarm_type=team, optimization_mode="lite"))
         ]
         events = [e for b in batches for e in b]
         assert sum(isinstance(e, RunCompleted) for e in events) == 1
@@ -207,8 +209,8 @@ async def test_stream_reports_failure_as_last_event(raw_config: dict[str, Any]) 
     engine, _ = make_engine(orchestra.load_config(raw), ScriptedSettings(latency_s=0.2, tokens_per_s=0))
     events = [
         e
-        async for e in engine.stream(
-            RunRequest(message="x", swarm_type="creative-team", optimization_mode="lite")
+        async for e in one_by_one(
+            engine.stream(RunRequest(message="x", swarm_type="creative-team", optimization_mode="lite"))
         )
     ]
     assert isinstance(events[-1], RunFailed) and events[-1].error["code"] == "TIMEOUT_ERROR"
@@ -220,8 +222,8 @@ async def test_coalescing_batches_tokens_without_losing_any(fast_config: orchest
     coalesced.runtime._coalesce_s = 0.02  # type: ignore[attr-defined]
     events = [
         e
-        async for e in coalesced.stream(
-            RunRequest(message="x", swarm_type="research-team", optimization_mode="lite")
+        async for e in one_by_one(
+            coalesced.stream(RunRequest(message="x", swarm_type="research-team", optimization_mode="lite"))
         )
     ]
     tokens = [e for e in events if isinstance(e, TokenEvent)]
@@ -234,7 +236,9 @@ async def test_coalescing_batches_tokens_without_losing_any(fast_config: orchest
 
 async def test_closing_a_stream_early_cancels_the_run(fast_config: orchestra.OrchestraConfig) -> None:
     engine, _ = make_engine(fast_config, ScriptedSettings(latency_s=0.05, tokens_per_s=200))
-    stream = engine.stream(RunRequest(message="x", swarm_type="coding-debate", optimization_mode="quality"))
+    stream = one_by_one(
+        engine.stream(RunRequest(message="x", swarm_type="coding-debate", optimization_mode="quality"))
+    )
     async for event in stream:
         if isinstance(event, TokenEvent):
             break
@@ -243,14 +247,25 @@ async def test_closing_a_stream_early_cancels_the_run(fast_config: orchestra.Orc
     assert engine.running() == []
 
 
-def test_session_store_expiry_and_reset() -> None:
-    now = [1000.0]
-    store = orchestra.SessionStore(ttl_s=60, clock=lambda: now[0])
-    store.get_or_create("t", "a")
-    now[0] += 30
-    store.get_or_create("t", "b")
-    now[0] += 40
-    ended = store.expire()
-    assert [s.session_id for s in ended] == ["a"]
-    assert store.get("t", "a") is None and store.get("t", "b") is not None
-    assert store.reset("t", "b") and not store.reset("t", "a")
+async def test_session_locks_are_dropped_however_sessions_end(fast_config: orchestra.OrchestraConfig) -> None:
+    """Regression: one lock per session was kept forever (sessions ended by idle expiry or straight in
+    the store never freed theirs)."""
+    engine, _ = make_engine(fast_config, ScriptedSettings(latency_s=0.02, tokens_per_s=0))
+    results = await asyncio.gather(
+        *(engine.run(RunRequest(message=f"hi {i}", optimization_mode="lite")) for i in range(20))
+    )
+    assert engine.locked_sessions() == 0
+    await engine.sessions.end("local", results[0].session_id)  # ended in the store, not the engine
+    await engine.end_session("local", results[1].session_id)
+    # Two turns of one session queue on its lock; once both are done the lock is gone too.
+    same = [RunRequest(message=f"turn {i}", session_id="one", optimization_mode="lite") for i in range(2)]
+    first = asyncio.ensure_future(engine.run(same[0]))
+    second = asyncio.ensure_future(engine.run(same[1]))
+    for _ in range(100):  # until the first turn holds the lock and the second waits on it
+        if engine.locked_sessions():
+            break
+        await asyncio.sleep(0.001)
+    assert engine.locked_sessions() == 1
+    await asyncio.gather(first, second)
+    assert engine.locked_sessions() == 0
+    assert [t.message for t in (await engine.session("local", "one")).turns] == ["turn 0", "turn 1"]

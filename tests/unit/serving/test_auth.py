@@ -19,6 +19,8 @@ from redis.backoff import NoBackoff
 
 from orchestra.errors import AuthenticationError, ConfigError, ServiceUnavailableError, ValidationError
 from orchestra.serving import _auth as auth
+from orchestra.stores import InMemoryKeyStore
+from orchestra.stores.redis import RedisKeyStore
 
 
 class Clock:
@@ -30,20 +32,20 @@ class Clock:
 
 
 @pytest_asyncio.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_server: str) -> AsyncIterator[auth.KeyStore]:
+async def store(request: pytest.FixtureRequest, redis_server: str) -> AsyncIterator[auth.ApiKeys]:
     """The same tests for both backends (an async fixture cannot request redis_client dynamically)."""
     if request.param == "memory":
-        yield auth.KeyStore()
+        yield auth.ApiKeys(InMemoryKeyStore())
         return
     client = aioredis.Redis.from_url(redis_server)
     await client.flushdb()
     try:
-        yield auth.KeyStore(client)
+        yield auth.ApiKeys(RedisKeyStore(client))
     finally:
         await client.aclose()
 
 
-async def deny(store: auth.KeyStore, header: str | None) -> AuthenticationError:
+async def deny(store: auth.ApiKeys, header: str | None) -> AuthenticationError:
     with pytest.raises(AuthenticationError) as info:
         await store.authenticate(header)
     assert info.value.http_status == 401 and info.value.code == "AUTHENTICATION_ERROR"
@@ -53,7 +55,7 @@ async def deny(store: auth.KeyStore, header: str | None) -> AuthenticationError:
 # -- issue, list, revoke ---------------------------------------------------------------------------
 
 
-async def test_create_and_authenticate(store: auth.KeyStore) -> None:
+async def test_create_and_authenticate(store: auth.ApiKeys) -> None:
     key, record = await store.create(name="ci")
     assert re.fullmatch(r"orch_[A-Za-z0-9_-]{40}", key)
     assert record.key_hash == hashlib.sha256(key.encode()).hexdigest()
@@ -66,7 +68,7 @@ async def test_create_and_authenticate(store: auth.KeyStore) -> None:
     ).key_id == record.key_id  # scheme is case-insensitive
 
 
-async def test_keys_are_unique_and_tenant_and_scopes_can_be_chosen(store: auth.KeyStore) -> None:
+async def test_keys_are_unique_and_tenant_and_scopes_can_be_chosen(store: auth.ApiKeys) -> None:
     key1, r1 = await store.create()
     key2, r2 = await store.create(tenant="acme", scopes=["metrics", "chat"])
     assert key1 != key2 and r1.key_id != r2.key_id
@@ -75,19 +77,19 @@ async def test_keys_are_unique_and_tenant_and_scopes_can_be_chosen(store: auth.K
 
 
 @pytest.mark.parametrize("scopes", [[], ["chat", "root"], ["Chat"]])
-async def test_create_rejects_bad_scopes(store: auth.KeyStore, scopes: list[str]) -> None:
+async def test_create_rejects_bad_scopes(store: auth.ApiKeys, scopes: list[str]) -> None:
     with pytest.raises(ValidationError):
         await store.create(scopes=scopes)
     assert await store.list() == []
 
 
-async def test_create_rejects_a_bad_tenant(store: auth.KeyStore) -> None:
+async def test_create_rejects_a_bad_tenant(store: auth.ApiKeys) -> None:
     with pytest.raises(ValidationError) as info:
         await store.create(tenant="has space")
     assert info.value.details["field"] == "tenant"
 
 
-async def test_list_and_revoke(store: auth.KeyStore) -> None:
+async def test_list_and_revoke(store: auth.ApiKeys) -> None:
     key1, r1 = await store.create(name="one")
     key2, r2 = await store.create(name="two", scopes=["admin"])
     listed = await store.list()
@@ -107,7 +109,7 @@ async def test_list_and_revoke(store: auth.KeyStore) -> None:
 
 
 @pytest.mark.parametrize("header", [None, "", "   "])
-async def test_missing_key(store: auth.KeyStore, header: str | None) -> None:
+async def test_missing_key(store: auth.ApiKeys, header: str | None) -> None:
     error = await deny(store, header)
     assert "missing" in error.message and error.details["reason"] == "missing"
 
@@ -125,12 +127,12 @@ async def test_missing_key(store: auth.KeyStore, header: str | None) -> None:
         "Bearer a,b",
     ],
 )
-async def test_malformed_header(store: auth.KeyStore, header: str) -> None:
+async def test_malformed_header(store: auth.ApiKeys, header: str) -> None:
     error = await deny(store, header)
     assert "malformed" in error.message and error.details["reason"] == "malformed"
 
 
-async def test_unknown_key_is_never_echoed(store: auth.KeyStore) -> None:
+async def test_unknown_key_is_never_echoed(store: auth.ApiKeys) -> None:
     await store.create()
     guess = "orch_" + "A" * 40
     error = await deny(store, f"Bearer {guess}")
@@ -139,7 +141,7 @@ async def test_unknown_key_is_never_echoed(store: auth.KeyStore) -> None:
 
 
 async def test_comparison_goes_through_compare_digest(
-    store: auth.KeyStore, monkeypatch: pytest.MonkeyPatch
+    store: auth.ApiKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key, _ = await store.create()
     calls: list[tuple[str, str]] = []
@@ -178,7 +180,7 @@ def test_require_scope() -> None:
 
 
 async def test_redis_holds_hashes_only(redis_client: aioredis.Redis) -> None:
-    store = auth.KeyStore(redis_client)
+    store = auth.ApiKeys(RedisKeyStore(redis_client))
     plaintexts = [(await store.create(name="created"))[0] for _ in range(3)]
     bootstrap = "bootstrap-key-0123456789"
     await store.add_plaintext(bootstrap, ["chat", "metrics"], name="env")
@@ -199,17 +201,17 @@ async def test_redis_holds_hashes_only(redis_client: aioredis.Redis) -> None:
 
 
 async def test_a_second_store_on_the_same_redis_sees_the_keys(redis_client: aioredis.Redis) -> None:
-    key, record = await auth.KeyStore(redis_client).create(scopes=["chat", "metrics"])
-    other = auth.KeyStore(redis_client)
+    key, record = await auth.ApiKeys(RedisKeyStore(redis_client)).create(scopes=["chat", "metrics"])
+    other = auth.ApiKeys(RedisKeyStore(redis_client))
     assert (await other.authenticate(f"Bearer {key}")).scopes == frozenset({"chat", "metrics"})
     assert [r.key_id for r in await other.list()] == [record.key_id]
 
 
 async def test_a_corrupt_record_is_a_401_not_a_500(redis_client: aioredis.Redis) -> None:
-    store = auth.KeyStore(redis_client)
+    store = auth.ApiKeys(RedisKeyStore(redis_client))
     key, _ = await store.create()
     await redis_client.hset("orchestra:apikeys:by_hash", auth.hash_key(key), "{not json")
-    await deny(auth.KeyStore(redis_client), f"Bearer {key}")
+    await deny(auth.ApiKeys(RedisKeyStore(redis_client)), f"Bearer {key}")
     assert await store.list() == []
 
 
@@ -218,8 +220,8 @@ async def test_a_corrupt_record_is_a_401_not_a_500(redis_client: aioredis.Redis)
 
 async def test_revocation_reaches_other_replicas_within_the_cache_ttl(redis_client: aioredis.Redis) -> None:
     clock = Clock()
-    replica_a = auth.KeyStore(redis_client, cache_ttl_s=2.0, clock=clock)
-    replica_b = auth.KeyStore(redis_client, cache_ttl_s=2.0, clock=clock)
+    replica_a = auth.ApiKeys(RedisKeyStore(redis_client), cache_ttl_s=2.0, clock=clock)
+    replica_b = auth.ApiKeys(RedisKeyStore(redis_client), cache_ttl_s=2.0, clock=clock)
     key, record = await replica_a.create()
     header = f"Bearer {key}"
     await replica_a.authenticate(header)
@@ -235,7 +237,7 @@ async def test_revocation_reaches_other_replicas_within_the_cache_ttl(redis_clie
 
 async def test_hot_path_uses_the_cache(redis_client: aioredis.Redis) -> None:
     clock = Clock()
-    store = auth.KeyStore(redis_client, clock=clock)
+    store = auth.ApiKeys(RedisKeyStore(redis_client), clock=clock)
     key, _ = await store.create()
     await store.authenticate(f"Bearer {key}")
     await redis_client.flushdb()  # if the next call hit Redis it would fail
@@ -248,17 +250,17 @@ async def test_a_new_key_from_another_replica_works_after_the_negative_cache_exp
     redis_client: aioredis.Redis,
 ) -> None:
     clock = Clock()
-    replica_a = auth.KeyStore(redis_client, clock=clock)
+    replica_a = auth.ApiKeys(RedisKeyStore(redis_client), clock=clock)
     # Bootstrap keys are deterministic: probe one on A before B adds it.
     bootstrap = "another-bootstrap-key-42"
     await deny(replica_a, f"Bearer {bootstrap}")
-    await auth.KeyStore(redis_client).add_plaintext(bootstrap)
+    await auth.ApiKeys(RedisKeyStore(redis_client)).add_plaintext(bootstrap)
     clock.now += auth.CACHE_TTL_S + 0.01
     await replica_a.authenticate(f"Bearer {bootstrap}")
 
 
 async def test_the_cache_is_bounded() -> None:
-    store = auth.KeyStore(cache_size=3)
+    store = auth.ApiKeys(InMemoryKeyStore(), cache_size=3)
     for i in range(10):
         await deny(store, f"Bearer unknown-key-{i}")
     assert len(store._cache) == 3
@@ -269,12 +271,14 @@ async def test_the_cache_is_bounded() -> None:
 
 async def test_add_plaintext_is_idempotent_and_deterministic(redis_client: aioredis.Redis) -> None:
     key = "env-provided-key-0001"
-    first = await auth.KeyStore(redis_client).add_plaintext(key, ["chat"], name="env")
-    again = await auth.KeyStore().add_plaintext(key, ["chat"], name="env")  # another process, in memory
+    first = await auth.ApiKeys(RedisKeyStore(redis_client)).add_plaintext(key, ["chat"], name="env")
+    again = await auth.ApiKeys(InMemoryKeyStore()).add_plaintext(
+        key, ["chat"], name="env"
+    )  # another process, in memory
     assert first.key_id == again.key_id and first.tenant == first.key_id
     assert auth.hash_key(key)[:16] not in first.key_id  # the id does not reveal part of the stored hash
 
-    store = auth.KeyStore(redis_client)
+    store = auth.ApiKeys(RedisKeyStore(redis_client))
     updated = await store.add_plaintext(key, ["chat", "metrics"])
     assert updated.key_id == first.key_id and updated.created_at == first.created_at and updated.name == "env"
     assert updated.scopes == frozenset({"chat", "metrics"})
@@ -283,7 +287,7 @@ async def test_add_plaintext_is_idempotent_and_deterministic(redis_client: aiore
     assert principal.scopes == frozenset({"chat", "metrics"}) and principal.tenant == first.key_id
 
 
-async def test_add_plaintext_never_resurrects_a_revoked_key(store: auth.KeyStore) -> None:
+async def test_add_plaintext_never_resurrects_a_revoked_key(store: auth.ApiKeys) -> None:
     key = "revoked-bootstrap-key-01"
     record = await store.add_plaintext(key, tenant="team-x")
     assert record.tenant == "team-x"
@@ -294,7 +298,7 @@ async def test_add_plaintext_never_resurrects_a_revoked_key(store: auth.KeyStore
 
 
 @pytest.mark.parametrize("key", ["short", "has spaces in it ok?", "colon:inside-the-key-123", ""])
-async def test_add_plaintext_rejects_weak_or_odd_keys_without_echoing(store: auth.KeyStore, key: str) -> None:
+async def test_add_plaintext_rejects_weak_or_odd_keys_without_echoing(store: auth.ApiKeys, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         await store.add_plaintext(key)
     if key:
@@ -341,7 +345,7 @@ def test_parse_api_keys_env_errors_name_the_position_not_the_key(
     assert "secret" not in json.dumps(info.value.to_dict())
 
 
-async def test_env_keys_round_trip_through_the_store(store: auth.KeyStore) -> None:
+async def test_env_keys_round_trip_through_the_store(store: auth.ApiKeys) -> None:
     for key, scopes in auth.parse_api_keys_env("ops-key-000000000001:metrics,user-key-00000000001"):
         await store.add_plaintext(key, scopes, name="env")
     ops = await store.authenticate("Bearer ops-key-000000000001")
@@ -365,7 +369,7 @@ def _dead_redis(**kwargs: Any) -> tuple[socket.socket, aioredis.Redis]:
 async def test_redis_down_is_service_unavailable() -> None:
     sock, client = _dead_redis(retry=Retry(NoBackoff(), 0))
     with sock:
-        store = auth.KeyStore(client)
+        store = auth.ApiKeys(RedisKeyStore(client))
         for call in (
             store.authenticate("Bearer some-key-that-is-long"),
             store.create(),
@@ -382,7 +386,7 @@ async def test_redis_down_is_service_unavailable() -> None:
 async def test_the_timeout_bounds_the_client_retries() -> None:
     sock, client = _dead_redis()  # default client: retries with exponential backoff (seconds)
     with sock:
-        store = auth.KeyStore(client, timeout_s=0.2)
+        store = auth.ApiKeys(RedisKeyStore(client, timeout_s=0.2))
         started = time.monotonic()
         with pytest.raises(ServiceUnavailableError):
             await store.authenticate("Bearer some-key-that-is-long")

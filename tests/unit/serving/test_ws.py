@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,15 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import orchestra
+import orchestra.engine
 from orchestra.providers import ScriptedSettings
 from orchestra.serving._ws import (
     CLOSE_NORMAL,
-    EngineBackend,
     WsConnection,
     handshake_credentials,
 )
-
-from .conftest import make_engine
+from orchestra.stores import WS_CAPACITY, WS_REFILL_PER_S, LocalTokenBucket, RateLimitDecision
+from tests.unit.conftest import make_engine
 
 Frame = dict[str, Any]
 SLOW = ScriptedSettings(latency_s=0.05, tokens_per_s=300)
@@ -77,10 +76,12 @@ class Socket:
         return frame
 
 
-def connect(engine: orchestra.Engine, session_id: str = "s-1", **kwargs: Any) -> tuple[WsConnection, Socket]:
+def connect(
+    engine: orchestra.engine.Engine, session_id: str = "s-1", **kwargs: Any
+) -> tuple[WsConnection, Socket]:
     sock = Socket()
     conn = WsConnection(
-        EngineBackend(engine),
+        engine,
         send=sock.send,
         tenant="alice",
         client_id="c-1",
@@ -133,7 +134,7 @@ def test_path_ids_are_validated(fast_config: orchestra.OrchestraConfig) -> None:
             connect(engine, session_id=bad)
         assert info.value.details["field"] == "session_id"
     with pytest.raises(orchestra.ValidationError) as info:
-        WsConnection(EngineBackend(engine), send=Socket().send, tenant="t", client_id="", session_id="s")
+        WsConnection(engine, send=Socket().send, tenant="t", client_id="", session_id="s")
     assert info.value.details["field"] == "client_id"
 
 
@@ -184,7 +185,7 @@ async def test_chat_streams_every_agent_and_ends_with_the_v2_answer(
         return sorted(steps, key=lambda s: (s["round"], s["agent"]))
 
     assert by_turn(ended) == by_turn(data["metadata"]["processing_steps"])
-    transcript = engine.transcript("r-1", "alice")
+    transcript = await engine.transcript("alice", "r-1")
     assert {(e.agent, e.round): e.text for e in transcript.entries} == texts
     assert all(f["timestamp"].endswith("Z") for f in sock.frames)
     assert conn.running is None
@@ -247,13 +248,14 @@ async def test_a_failed_run_ends_with_an_error_frame(fast_config: orchestra.Orch
 async def test_backend_crash_is_an_internal_error_frame(fast_config: orchestra.OrchestraConfig) -> None:
     engine, _ = make_engine(fast_config)
 
-    class Broken(EngineBackend):
+    class Broken(orchestra.engine.Engine):
         async def stream(self, request: orchestra.RunRequest) -> Any:
             raise RuntimeError("secret internal detail")
             yield  # pragma: no cover
 
+    broken = Broken(engine.config, engine.runtime, engine.provider)
     sock = Socket()
-    conn = WsConnection(Broken(engine), send=sock.send, tenant="t", client_id="c", session_id="s")
+    conn = WsConnection(broken, send=sock.send, tenant="t", client_id="c", session_id="s")
     await chat(conn, "hi", "r")
     frame = await sock.wait_terminal("r")
     assert frame["data"]["error"]["code"] == "INTERNAL_ERROR"
@@ -368,29 +370,17 @@ async def test_binary_frames_get_an_error_frame(fast_config: orchestra.Orchestra
 # -- rate limit ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Decision:
-    allowed: bool
-    retry_after_s: float
-    remaining: int
+class Bucket(LocalTokenBucket):
+    """The real per-connection bucket (capacity 10, 100/min) on a clock the test moves."""
 
-
-class Bucket:
-    """Token bucket (capacity 10, 100/min) on a clock the test moves."""
-
-    def __init__(self, capacity: float = 10, per_s: float = 100 / 60) -> None:
-        self.capacity, self.per_s = capacity, per_s
-        self.tokens, self.now, self.last = capacity, 0.0, 0.0
+    def __init__(self, capacity: int = WS_CAPACITY) -> None:
+        self.now = 0.0
         self.keys: set[str] = set()
+        super().__init__(capacity=capacity, refill_per_s=WS_REFILL_PER_S, clock=lambda: self.now)
 
-    def acquire_now(self, key: str) -> Decision:
+    async def acquire(self, key: str = "", cost: int = 1) -> RateLimitDecision:
         self.keys.add(key)
-        self.tokens = min(self.capacity, self.tokens + (self.now - self.last) * self.per_s)
-        self.last = self.now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return Decision(True, 0.0, int(self.tokens))
-        return Decision(False, (1 - self.tokens) / self.per_s, 0)
+        return await super().acquire(key, cost)
 
 
 async def test_rate_limit_drops_messages_then_recovers(fast_config: orchestra.OrchestraConfig) -> None:
@@ -441,7 +431,7 @@ async def test_cancel_mid_run_ends_the_chat_and_the_next_one_runs(
     assert cancelled is not None and cancelled["data"]["error"]["code"] == "CANCELLED"
     assert sock.frames.index(cancelled) < len(sock.frames) - 1  # reported before the command result
     calls = len(spy.requests)
-    assert engine.transcript("slow", "alice").outcome == "cancelled"
+    assert (await engine.transcript("alice", "slow")).outcome == "cancelled"
     assert (await sock.wait_terminal("next"))["type"] == "chat"
     assert all(r.messages[-1].content != "long" for r in spy.requests[calls:])
     await conn.close()
@@ -535,7 +525,7 @@ async def test_end_ends_the_session_and_asks_to_close(fast_config: orchestra.Orc
     assert conn.should_close and conn.close_code == CLOSE_NORMAL == 1000
     assert conn.closed_reason == "session ended"
     with pytest.raises(orchestra.NotFoundError):
-        engine.session("alice", "s-1")
+        await engine.session("alice", "s-1")
     count = len(sock.frames)
     await chat(conn, "after the end", "ignored")
     assert len(sock.frames) == count and conn.running is None
@@ -669,7 +659,7 @@ def test_any_text_frame_never_raises(fast_config: orchestra.OrchestraConfig, raw
 async def test_server_frames_match_docs_asyncapi(fast_config: orchestra.OrchestraConfig) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     yaml = pytest.importorskip("yaml")
-    from ..conftest import ROOT
+    from tests.conftest import ROOT
 
     doc = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 
