@@ -26,7 +26,13 @@ _ORDER = {"unit": 0, "providers": 1, "integration": 2}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Fast, Ray-free tests first: a failure there shows before Ray starts."""
-    items.sort(key=lambda item: _ORDER.get(Path(str(item.fspath)).parent.name, 3))
+    items.sort(key=lambda item: _ORDER.get(_suite(Path(str(item.fspath))), 3))
+
+
+def _suite(path: Path) -> str:
+    """The folder right under tests/ (``unit`` for tests/unit/providers/test_retry.py)."""
+    tests = ROOT / "tests"
+    return path.relative_to(tests).parts[0] if path.is_relative_to(tests) else ""
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import anthropic
 import httpx2
@@ -17,14 +16,7 @@ from anthropic.types import (
     Usage as AnthropicUsage,
 )
 
-from orchestra.errors import (
-    ProviderAuthenticationError,
-    ProviderError,
-    ProviderRateLimitError,
-    ProviderRequestError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-)
+from orchestra.errors import ProviderError, ProviderRequestError, ProviderUnavailableError
 from orchestra.providers._base import (
     ChatMessage,
     Completion,
@@ -33,13 +25,13 @@ from orchestra.providers._base import (
     TokenDelta,
     Usage,
 )
+from orchestra.providers._errors import ErrorTranslator
 from orchestra.providers._retry import parse_retry_after, retry_call, retry_stream
 from orchestra.providers._settings import AnthropicSettings
 
 __all__ = ["AnthropicProvider"]
 
 _PROVIDER = "anthropic"
-_MAX_UPSTREAM_MESSAGE = 500
 # The API wants a conversation that opens with a user turn and has no empty turns.
 _OPENING_TURN = "Begin."
 _CONTINUE_TURN = "Continue."
@@ -70,9 +62,10 @@ class AnthropicProvider:
     ) -> None:
         self._settings = settings
         # Resolved even with an injected client: a missing key must fail at start-up, not on the first call.
-        self._api_key = settings.resolved_api_key(_PROVIDER)
+        api_key = settings.resolved_api_key(_PROVIDER)
+        self._errors = ErrorTranslator(_PROVIDER, api_key=api_key, timeout_s=settings.timeout_s)
         self._client = client or anthropic.AsyncAnthropic(
-            api_key=self._api_key,
+            api_key=api_key,
             base_url=settings.base_url,
             timeout=settings.timeout_s,
             max_retries=0,
@@ -148,10 +141,7 @@ class AnthropicProvider:
                 except (anthropic.AnthropicError, httpx2.TransportError) as exc:
                     raise self._translate(exc, request.model) from exc
                 except json.JSONDecodeError as exc:
-                    raise ProviderUnavailableError(
-                        f"anthropic sent a malformed event stream (model {request.model!r})",
-                        details=_details(None, request.model),
-                    ) from exc
+                    raise self._errors.malformed_stream(request.model) from exc
                 if event.type == "message_start":
                     model = event.message.model or model
                     prompt_tokens = _input_tokens(event.message.usage)
@@ -174,9 +164,8 @@ class AnthropicProvider:
                     finished = True
         if not finished:
             # The connection closed cleanly but early: the answer is truncated, so it is not an answer.
-            raise ProviderUnavailableError(
-                f"anthropic stream ended before message_stop (model {request.model!r})",
-                details=_details(None, request.model),
+            raise self._errors.other(
+                ProviderUnavailableError, "stream ended before message_stop", request.model
             )
         yield Completion(
             text="".join(parts),
@@ -188,47 +177,24 @@ class AnthropicProvider:
 
     def _ensure_open(self, request: CompletionRequest) -> None:
         if self._closed:
-            raise ProviderRequestError("anthropic provider is closed", details=_details(None, request.model))
+            raise self._errors.closed(request.model)
 
     def _translate(self, exc: anthropic.AnthropicError | httpx2.TransportError, model: str) -> ProviderError:
-        """One SDK exception -> our error tree. Messages name provider, status and model, never the key."""
-        upstream = _redact(_upstream_message(exc), self._api_key)
-        where = f"model {model!r}"
+        """One SDK exception -> our error tree (see ``_errors``); only which exception is which is here."""
+        upstream = _upstream_message(exc)
+        # APITimeoutError is an APIConnectionError, and TimeoutException a TransportError: timeouts go first.
         if isinstance(exc, (anthropic.APITimeoutError, httpx2.TimeoutException)):
-            return ProviderTimeoutError(
-                f"anthropic request timed out after {self._settings.timeout_s:g}s ({where})",
-                details=_details(None, model),
-            )
+            return self._errors.from_failure("timeout", model)
         if isinstance(exc, (anthropic.APIConnectionError, httpx2.TransportError)):
-            return ProviderUnavailableError(
-                f"anthropic is unreachable at {self._client.base_url} ({where}): {upstream}",
-                details=_details(None, model),
-            )
+            return self._errors.from_failure("connection", model, upstream, base_url=self._client.base_url)
         if isinstance(exc, anthropic.APIStatusError):
             mid_stream = exc.status_code < 400
             status = _STATUS_BY_ERROR_TYPE.get(exc.type or "", 500) if mid_stream else exc.status_code
-            details = _details(status, model)
             retry_after = parse_retry_after(exc.response.headers)
-            text = f"({where}, {'mid-stream error' if mid_stream else 'HTTP'} {status}): {upstream}"
-            if status in (401, 403):
-                return ProviderAuthenticationError(
-                    f"anthropic rejected our credentials {text}", details=details
-                )
-            if status == 429:
-                return ProviderRateLimitError(
-                    f"anthropic rate limit {text}", details=details, retry_after=retry_after
-                )
-            if status == 408:
-                return ProviderTimeoutError(f"anthropic request timed out {text}", details=details)
-            # 409 is a transient conflict (the SDK retries it too); 5xx includes 529 overloaded_error.
-            if status == 409 or status >= 500:
-                return ProviderUnavailableError(
-                    f"anthropic is unavailable {text}", details=details, retry_after=retry_after
-                )
-            return ProviderRequestError(f"anthropic refused the request {text}", details=details)
-        return ProviderRequestError(
-            f"anthropic client error ({where}): {upstream}", details=_details(None, model)
-        )
+            return self._errors.from_status(
+                status, model, upstream, retry_after=retry_after, mid_stream=mid_stream
+            )
+        return self._errors.other(ProviderRequestError, "client error", model, upstream)
 
 
 def _to_anthropic_messages(messages: tuple[ChatMessage, ...]) -> list[MessageParam]:
@@ -255,10 +221,6 @@ def _input_tokens(usage: AnthropicUsage) -> int:
     )
 
 
-def _details(status: int | None, model: str) -> dict[str, Any]:
-    return {"provider": _PROVIDER, "status": status, "model": model}
-
-
 def _upstream_message(exc: anthropic.AnthropicError | httpx2.TransportError) -> str:
     """The server's own explanation when it sent one (``error.message``), else the SDK's text."""
     if isinstance(exc, anthropic.APIStatusError) and exc.api_message:
@@ -266,12 +228,3 @@ def _upstream_message(exc: anthropic.AnthropicError | httpx2.TransportError) -> 
     if isinstance(exc, anthropic.APIError):
         return exc.message
     return str(exc) or type(exc).__name__
-
-
-def _redact(text: str, secret: str) -> str:
-    # Upstreams sometimes echo the key (or part of it) back in a 401 message.
-    if secret:
-        text = text.replace(secret, "***")
-    if len(text) > _MAX_UPSTREAM_MESSAGE:
-        text = text[:_MAX_UPSTREAM_MESSAGE] + "..."
-    return text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import openai
 from openai.types.chat import (
@@ -14,14 +13,7 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
-from orchestra.errors import (
-    ProviderAuthenticationError,
-    ProviderError,
-    ProviderRateLimitError,
-    ProviderRequestError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-)
+from orchestra.errors import ProviderError, ProviderRequestError, ProviderUnavailableError
 from orchestra.providers._base import (
     ChatMessage,
     Completion,
@@ -30,13 +22,13 @@ from orchestra.providers._base import (
     TokenDelta,
     Usage,
 )
+from orchestra.providers._errors import ErrorTranslator
 from orchestra.providers._retry import parse_retry_after, retry_call, retry_stream
 from orchestra.providers._settings import OpenAISettings
 
 __all__ = ["OpenAIProvider"]
 
 _PROVIDER = "openai"
-_MAX_UPSTREAM_MESSAGE = 500
 
 
 class OpenAIProvider:
@@ -45,9 +37,10 @@ class OpenAIProvider:
     def __init__(self, settings: OpenAISettings, *, client: openai.AsyncOpenAI | None = None) -> None:
         self._settings = settings
         # Resolved even with an injected client: a missing key must fail at start-up, not on the first call.
-        self._api_key = settings.resolved_api_key(_PROVIDER)
+        api_key = settings.resolved_api_key(_PROVIDER)
+        self._errors = ErrorTranslator(_PROVIDER, api_key=api_key, timeout_s=settings.timeout_s)
         self._client = client or openai.AsyncOpenAI(
-            api_key=self._api_key,
+            api_key=api_key,
             base_url=settings.base_url,
             timeout=settings.timeout_s,
             max_retries=0,
@@ -125,10 +118,7 @@ class OpenAIProvider:
                 except openai.OpenAIError as exc:
                     raise self._translate(exc, request.model) from exc
                 except json.JSONDecodeError as exc:
-                    raise ProviderUnavailableError(
-                        f"openai sent a malformed event stream (model {request.model!r})",
-                        details={"provider": _PROVIDER, "status": None, "model": request.model},
-                    ) from exc
+                    raise self._errors.malformed_stream(request.model) from exc
                 model = chunk.model or model
                 if chunk.usage is not None:
                     # The usage chunk (choices == []) comes last; servers that repeat it keep it cumulative.
@@ -150,48 +140,25 @@ class OpenAIProvider:
 
     def _ensure_open(self, request: CompletionRequest) -> None:
         if self._closed:
-            raise ProviderRequestError(
-                "openai provider is closed",
-                details={"provider": _PROVIDER, "status": None, "model": request.model},
-            )
+            raise self._errors.closed(request.model)
 
     def _translate(self, exc: openai.OpenAIError, model: str) -> ProviderError:
-        """One SDK exception -> our error tree. Messages name provider, status and model, never the key."""
-        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
-        details: dict[str, Any] = {"provider": _PROVIDER, "status": status, "model": model}
-        upstream = _redact(_upstream_message(exc), self._api_key)
-        where = f"model {model!r}"
+        """One SDK exception -> our error tree (see ``_errors``); only which exception is which is here."""
+        upstream = _upstream_message(exc)
+        # APITimeoutError is an APIConnectionError: it goes first.
         if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeoutError(
-                f"openai request timed out after {self._settings.timeout_s:g}s ({where})", details=details
-            )
+            return self._errors.from_failure("timeout", model)
         if isinstance(exc, openai.APIConnectionError):
-            return ProviderUnavailableError(
-                f"openai is unreachable at {self._client.base_url} ({where}): {upstream}", details=details
-            )
+            return self._errors.from_failure("connection", model, upstream, base_url=self._client.base_url)
         if isinstance(exc, openai.APIStatusError):
             retry_after = parse_retry_after(exc.response.headers)
-            text = f"({where}, HTTP {status}): {upstream}"
-            if status in (401, 403):
-                return ProviderAuthenticationError(f"openai rejected our credentials {text}", details=details)
-            if status == 429:
-                return ProviderRateLimitError(
-                    f"openai rate limit {text}", details=details, retry_after=retry_after
-                )
-            if status == 408:
-                return ProviderTimeoutError(f"openai request timed out {text}", details=details)
-            # 409 is a transient lock conflict upstream (the SDK retries it too); 5xx includes 529 overloaded.
-            if status == 409 or (status is not None and status >= 500):
-                return ProviderUnavailableError(
-                    f"openai is unavailable {text}", details=details, retry_after=retry_after
-                )
-            return ProviderRequestError(f"openai refused the request {text}", details=details)
+            return self._errors.from_status(exc.status_code, model, upstream, retry_after=retry_after)
         if isinstance(exc, openai.APIError):
             # An ``error`` object inside a 200 event stream, or a body that fails validation.
-            return ProviderUnavailableError(
-                f"openai failed mid-stream or answered invalidly ({where}): {upstream}", details=details
+            return self._errors.other(
+                ProviderUnavailableError, "failed mid-stream or answered invalidly", model, upstream
             )
-        return ProviderRequestError(f"openai client error ({where}): {upstream}", details=details)
+        return self._errors.other(ProviderRequestError, "client error", model, upstream)
 
 
 def _to_openai_messages(messages: tuple[ChatMessage, ...]) -> list[ChatCompletionMessageParam]:
@@ -218,12 +185,3 @@ def _upstream_message(exc: openai.OpenAIError) -> str:
             return body
         return exc.message
     return str(exc) or type(exc).__name__
-
-
-def _redact(text: str, secret: str) -> str:
-    # Upstreams sometimes echo the key (or part of it) back in a 401 message.
-    if secret:
-        text = text.replace(secret, "***")
-    if len(text) > _MAX_UPSTREAM_MESSAGE:
-        text = text[:_MAX_UPSTREAM_MESSAGE] + "..."
-    return text
