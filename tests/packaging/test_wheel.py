@@ -12,8 +12,8 @@ venvs, caches): setuptools builds in the source tree, where a stale ``build/lib`
 since into the wheel, and the checkout stays as it was.
 
 To test another installed command (``orchestra serve`` say), take ``installed`` and start
-``installed.bin("orchestra")`` with ``env=installed.env`` and ``cwd=installed.workdir`` (or a fresh
-directory), as the tests below do through ``installed.run``.
+``installed.bin("orchestra")`` with ``env=installed.env`` and ``cwd=installed.new_workdir()`` (``serve``
+writes its dev key there), as the tests below do through ``installed.run``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,17 +102,24 @@ def _inside(path: Path, folder: Path) -> bool:
 class Installed:
     """A fresh venv with only the wheel (and its dependencies) installed."""
 
+    root: Path  # the temporary directory holding all of it, removed at the end of the module
     venv: Path
     wheel: Path
-    workdir: Path  # empty, outside the checkout: the cwd of commands
+    workdir: Path  # empty, outside the checkout: the default cwd of commands
     env: dict[str, str]
 
     def bin(self, name: str) -> Path:
         return self.venv / "bin" / name
 
-    def run(self, name: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        """``<venv>/bin/<name> args...`` from ``workdir``; fails the test unless it exits 0."""
-        return checked(run([self.bin(name), *args], cwd=self.workdir, env=self.env, timeout=timeout))
+    def new_workdir(self) -> Path:
+        """Another empty directory outside the checkout, for a command that writes where it runs."""
+        return Path(tempfile.mkdtemp(prefix="elsewhere-", dir=self.root))
+
+    def run(
+        self, name: str, *args: str, cwd: Path | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        """``<venv>/bin/<name> args...`` from ``cwd`` (``workdir``); fails the test unless it exits 0."""
+        return checked(run([self.bin(name), *args], cwd=cwd or self.workdir, env=self.env, timeout=timeout))
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +148,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         shutil.rmtree(src)
         workdir = root / "elsewhere"
         workdir.mkdir()
-        yield Installed(venv=venv, wheel=wheel, workdir=workdir, env=env)
+        yield Installed(root=root, venv=venv, wheel=wheel, workdir=workdir, env=env)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -181,9 +189,10 @@ def test_orchestra_teams_lists_the_shipped_teams(installed: Installed) -> None:
 
 
 def test_orchestra_run_local_json_prints_a_chat_result(installed: Installed) -> None:
-    out = installed.run("orchestra", "run", "--local", "--json", "Write a haiku about actors").stdout
+    cwd = installed.new_workdir()
+    out = installed.run("orchestra", "run", "--local", "--json", "Write a haiku about actors", cwd=cwd).stdout
     result = orchestra.ChatResult.model_validate(json.loads(out))  # spec §5, unknown fields rejected
     assert result.response.strip()
     assert result.metadata.model.startswith("scripted/")
     assert result.metadata.processing_steps
-    assert not list(installed.workdir.iterdir())  # a local run writes nothing where it runs
+    assert not list(cwd.iterdir())  # a local run writes nothing where it runs
