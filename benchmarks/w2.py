@@ -58,7 +58,7 @@ def run_w2(quick: bool = True, progress: Progress | None = None) -> dict[str, An
     cfg = orchestra.load_config(raw)
     for var in ("ORCHESTRA_SCRIPTED_LATENCY_S", "ORCHESTRA_SCRIPTED_TOKENS_PER_S"):
         os.environ.pop(var, None)
-    request = orchestra.TurnRequest(
+    request = orchestra.engine.TurnRequest(
         run_id="w2",
         team="w2-solo",
         agent="solo",
@@ -71,7 +71,9 @@ def run_w2(quick: bool = True, progress: Progress | None = None) -> dict[str, An
     layers: dict[str, list[float]] = {}
 
     # 1. direct call: the agent and its provider in this process
-    agent = orchestra.Agent("solo", cfg.teams["w2-solo"].agents["solo"], orchestra.make_provider(cfg))
+    agent = orchestra.engine.Agent(
+        "solo", cfg.teams["w2-solo"].agents["solo"], orchestra.providers.make_provider(cfg)
+    )
     layers["direct"] = asyncio.run(_time(n, lambda: agent.run_turn(request)))
     if progress:
         progress.step("W2 direct")

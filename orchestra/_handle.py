@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar
 
+from typing_extensions import Unpack
+
+from orchestra._types import Mode
 from orchestra.engine._config import OrchestraConfig
 from orchestra.engine._engine import parse_run_request
 from orchestra.engine._messages import ChatResult, RunEvent, RunFailed, RunRequest, TeamInfo, Transcript
@@ -22,6 +25,17 @@ from orchestra.stores._sessions import Session
 __all__ = ["HostControl", "OrchestraHandle"]
 
 T = TypeVar("T")
+
+
+class ChatOptions(TypedDict, total=False):
+    """The optional fields of a chat, as keyword arguments (``None`` = the default)."""
+
+    swarm_type: str | None
+    optimization_mode: Mode
+    session_id: str | None
+    user_context: dict[str, Any] | None
+    use_memory: bool | None
+    run_id: str | None
 
 
 class HostControl(Protocol):
@@ -83,67 +97,30 @@ class OrchestraHandle:
         """The same runtime seen as another tenant."""
         return OrchestraHandle(self.service, self.config, tenant=tenant, host=self._host, _loop=self._loop)
 
-    def request(self, message: str, **fields: Any) -> RunRequest:
+    def request(self, message: str, **options: Unpack[ChatOptions]) -> RunRequest:
         """A validated request of this tenant (``ValidationError`` with spec details otherwise)."""
-        given = {k: v for k, v in fields.items() if v is not None}
+        given = {k: v for k, v in options.items() if v is not None}
         return parse_run_request({"message": message, "tenant": self.tenant, **given})
 
     # -- chat ----------------------------------------------------------------------------------------
 
-    async def achat(
-        self,
-        message: str,
-        *,
-        swarm_type: str | None = None,
-        optimization_mode: str = "balanced",
-        session_id: str | None = None,
-        user_context: dict[str, Any] | None = None,
-        use_memory: bool | None = None,
-        run_id: str | None = None,
-    ) -> ChatResult:
+    async def achat(self, message: str, **options: Unpack[ChatOptions]) -> ChatResult:
         """Run a swarm on ``message`` and return the answer (spec §5 ``data``)."""
-        request = self.request(
-            message,
-            swarm_type=swarm_type,
-            optimization_mode=optimization_mode,
-            session_id=session_id,
-            user_context=user_context,
-            use_memory=use_memory,
-            run_id=run_id,
-        )
-        return await self.service.run(request)
+        return await self.service.run(self.request(message, **options))
 
-    def chat(self, message: str, **fields: Any) -> ChatResult:
+    def chat(self, message: str, **options: Unpack[ChatOptions]) -> ChatResult:
         """``achat``, blocking."""
-        return self._loop.run(self.achat(message, **fields))
+        return self._loop.run(self.achat(message, **options))
 
     async def stream(
-        self,
-        message: str,
-        *,
-        swarm_type: str | None = None,
-        optimization_mode: str = "balanced",
-        session_id: str | None = None,
-        user_context: dict[str, Any] | None = None,
-        use_memory: bool | None = None,
-        run_id: str | None = None,
-        raise_on_error: bool = False,
+        self, message: str, *, raise_on_error: bool = False, **options: Unpack[ChatOptions]
     ) -> AsyncIterator[RunEvent]:
         """The run's events as they happen: turn_start / token / turn_end per agent, then the result.
 
         Ends with ``RunCompleted`` (or ``RunFailed``, raised as its error instead with
         ``raise_on_error``). Leaving the loop early cancels the run.
         """
-        request = self.request(
-            message,
-            swarm_type=swarm_type,
-            optimization_mode=optimization_mode,
-            session_id=session_id,
-            user_context=user_context,
-            use_memory=use_memory,
-            run_id=run_id,
-        )
-        batches = self.service.stream(request)
+        batches = self.service.stream(self.request(message, **options))
         try:
             async for batch in batches:
                 for event in batch:

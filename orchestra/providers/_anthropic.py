@@ -25,8 +25,8 @@ from orchestra.providers._base import (
     TokenDelta,
     Usage,
 )
-from orchestra.providers._errors import ErrorTranslator
-from orchestra.providers._retry import parse_retry_after, retry_call, retry_stream
+from orchestra.providers._remote import RemoteProvider
+from orchestra.providers._retry import parse_retry_after
 from orchestra.providers._settings import AnthropicSettings
 
 __all__ = ["AnthropicProvider"]
@@ -50,43 +50,29 @@ _STATUS_BY_ERROR_TYPE = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(RemoteProvider):
     """Messages API with our own retries (the SDK's are off so that one policy governs every provider).
 
     ``CompletionRequest.temperature`` is not sent: the SDK (2.x) no longer has sampling parameters and the
     API version it speaks (``anthropic-version: 2026-10-21``) answers 400 to any of them.
     """
 
+    provider = _PROVIDER
+
     def __init__(
         self, settings: AnthropicSettings, *, client: anthropic.AsyncAnthropic | None = None
     ) -> None:
-        self._settings = settings
-        # Resolved even with an injected client: a missing key must fail at start-up, not on the first call.
-        api_key = settings.resolved_api_key(_PROVIDER)
-        self._errors = ErrorTranslator(_PROVIDER, api_key=api_key, timeout_s=settings.timeout_s)
-        self._client = client or anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=settings.base_url,
-            timeout=settings.timeout_s,
-            max_retries=0,
+        super().__init__(
+            settings,
+            client,
+            lambda key: anthropic.AsyncAnthropic(
+                api_key=key,
+                base_url=settings.base_url,
+                timeout=settings.timeout_s,
+                max_retries=0,
+            ),
         )
-        self._closed = False
-
-    @property
-    def name(self) -> str:
-        return _PROVIDER
-
-    async def complete(self, request: CompletionRequest) -> Completion:
-        return await retry_call(self._settings.retry, lambda: self._complete_once(request))
-
-    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
-        return retry_stream(self._settings.retry, self._stream_once, request)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.close()
+        self._client: anthropic.AsyncAnthropic = self._client
 
     async def _complete_once(self, request: CompletionRequest) -> Completion:
         self._ensure_open(request)
@@ -174,10 +160,6 @@ class AnthropicProvider:
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
             finish_reason=stop_reason,
         )
-
-    def _ensure_open(self, request: CompletionRequest) -> None:
-        if self._closed:
-            raise self._errors.closed(request.model)
 
     def _translate(self, exc: anthropic.AnthropicError | httpx2.TransportError, model: str) -> ProviderError:
         """One SDK exception -> our error tree (see ``_errors``); only which exception is which is here."""

@@ -22,8 +22,8 @@ from orchestra.providers._base import (
     TokenDelta,
     Usage,
 )
-from orchestra.providers._errors import ErrorTranslator
-from orchestra.providers._retry import parse_retry_after, retry_call, retry_stream
+from orchestra.providers._remote import RemoteProvider
+from orchestra.providers._retry import parse_retry_after
 from orchestra.providers._settings import OpenAISettings
 
 __all__ = ["OpenAIProvider"]
@@ -31,38 +31,24 @@ __all__ = ["OpenAIProvider"]
 _PROVIDER = "openai"
 
 
-class OpenAIProvider:
+class OpenAIProvider(RemoteProvider):
     """Chat Completions with our own retries (the SDK's are off so that one policy governs every provider)."""
 
+    provider = _PROVIDER
+
     def __init__(self, settings: OpenAISettings, *, client: openai.AsyncOpenAI | None = None) -> None:
-        self._settings = settings
-        # Resolved even with an injected client: a missing key must fail at start-up, not on the first call.
-        api_key = settings.resolved_api_key(_PROVIDER)
-        self._errors = ErrorTranslator(_PROVIDER, api_key=api_key, timeout_s=settings.timeout_s)
-        self._client = client or openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=settings.base_url,
-            timeout=settings.timeout_s,
-            max_retries=0,
-            organization=settings.organization,
+        super().__init__(
+            settings,
+            client,
+            lambda key: openai.AsyncOpenAI(
+                api_key=key,
+                base_url=settings.base_url,
+                timeout=settings.timeout_s,
+                max_retries=0,
+                organization=settings.organization,
+            ),
         )
-        self._closed = False
-
-    @property
-    def name(self) -> str:
-        return _PROVIDER
-
-    async def complete(self, request: CompletionRequest) -> Completion:
-        return await retry_call(self._settings.retry, lambda: self._complete_once(request))
-
-    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamItem, None]:
-        return retry_stream(self._settings.retry, self._stream_once, request)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._client.close()
+        self._client: openai.AsyncOpenAI = self._client
 
     async def _complete_once(self, request: CompletionRequest) -> Completion:
         self._ensure_open(request)
@@ -137,10 +123,6 @@ class OpenAIProvider:
         yield Completion(
             text="".join(parts), model=model, provider=_PROVIDER, usage=usage, finish_reason=finish_reason
         )
-
-    def _ensure_open(self, request: CompletionRequest) -> None:
-        if self._closed:
-            raise self._errors.closed(request.model)
 
     def _translate(self, exc: openai.OpenAIError, model: str) -> ProviderError:
         """One SDK exception -> our error tree (see ``_errors``); only which exception is which is here."""
