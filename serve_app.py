@@ -41,15 +41,12 @@ from orchestra import (
     Session,
     TeamInfo,
     Transcript,
-    settings,
 )
 from orchestra._types import MODES
 from orchestra.engine import KeyedBatcher, packaged_config
 from orchestra.serving import _contract as api
-from orchestra.serving._auth import ApiKeys
 from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
-from orchestra.stores.redis import RedisKeyStore, RedisTokenBucket, redis_client
 
 log = logging.getLogger("orchestra.serve")
 
@@ -316,25 +313,12 @@ class Ingress:
     def __init__(self, **modes: DeploymentHandle[Any]) -> None:
         self._modes: dict[str, DeploymentHandle[Any]] = {mode: modes[mode] for mode in MODES}
         runtime = _ray_service()
-        env = settings()
-        self._redis = redis_client()
         self._replica_metrics = _ReplicaMetrics("ingress")
-        self._gateway = Gateway(
+        self._gateway = Gateway.over_redis(
             ServeChatService(self._modes, runtime),
-            keys=ApiKeys(RedisKeyStore(self._redis)),
-            limiter=RedisTokenBucket(
-                self._redis,
-                capacity=env.rate_limit_burst,
-                refill_per_s=env.rate_limit_per_minute / 60,
-                limit_per_minute=env.rate_limit_per_minute,
-            ),
             metrics=self._replica_metrics.metrics,
             teams=list(runtime.config.teams),
-            probes={
-                "runtime": runtime.info,
-                "modes": self._probe_modes,
-                "store": self._redis.ping,
-            },
+            probes={"runtime": runtime.info, "modes": self._probe_modes},
             version=orchestra.__version__,
         )
 

@@ -40,6 +40,7 @@ from orchestra.serving._ws import (
 )
 from orchestra.settings import settings
 from orchestra.stores import WS_CAPACITY, WS_REFILL_PER_S, LocalTokenBucket, RateLimiter, Session
+from orchestra.stores.redis import RedisKeyStore, RedisTokenBucket, redis_client
 
 __all__ = ["Gateway", "Probe", "http_error_response"]
 
@@ -116,6 +117,36 @@ class Gateway:
         self._probes = probes
         self._version = version
         self._bootstrap: asyncio.Task[None] | None = None
+
+    @classmethod
+    def over_redis(
+        cls,
+        service: ChatService,
+        *,
+        metrics: Metrics,
+        teams: Collection[str],
+        probes: Mapping[str, Probe],
+        version: str,
+    ) -> Gateway:
+        """The production gateway: keys and the per-key limit in the Redis of ``ORCHESTRA_REDIS_URL``
+        (shared by every replica), limits from the settings; the ``store`` probe pings that Redis."""
+        env = settings()
+        redis = redis_client()
+        limiter = RedisTokenBucket(
+            redis,
+            capacity=env.rate_limit_burst,
+            refill_per_s=env.rate_limit_per_minute / 60,
+            limit_per_minute=env.rate_limit_per_minute,
+        )
+        return cls(
+            service,
+            keys=ApiKeys(RedisKeyStore(redis)),
+            limiter=limiter,
+            metrics=metrics,
+            teams=teams,
+            probes={**probes, "store": redis.ping},
+            version=version,
+        )
 
     async def ready(self) -> None:
         """Register the ``ORCHESTRA_API_KEYS`` once per replica (idempotent) before the first request."""
