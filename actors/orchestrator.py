@@ -27,8 +27,8 @@ from orchestra import (
 )
 from orchestra.engine import Engine
 from orchestra.providers import make_provider
-from orchestra.stores import InMemoryMemoryStore, MemoryStore
-from orchestra.stores.redis import RedisMemoryStore, redis_client
+from orchestra.stores import InMemoryMemoryStore, InMemorySessionStore, MemoryStore, SessionStore
+from orchestra.stores.redis import RedisMemoryStore, RedisSessionStore, redis_client
 
 from .agent import AgentActor
 from .runtime import RayRuntime
@@ -38,10 +38,15 @@ __all__ = ["Orchestrator", "agent_actor_name", "orchestrator_name"]
 log = logging.getLogger("orchestra.actors")
 
 
-def _memory_store() -> MemoryStore:
-    """Long-term memory in Redis (shared by all shards) when ORCHESTRA_REDIS_URL is set, else in-process."""
+def _stores(config: OrchestraConfig) -> tuple[SessionStore, MemoryStore]:
+    """Sessions and long-term memory in Redis (shared by every process, kept across restarts) when
+    ORCHESTRA_REDIS_URL is set, else in this process."""
     url = settings().redis_url
-    return RedisMemoryStore(redis_client(url)) if url else InMemoryMemoryStore()
+    ttl = config.runtime.session_ttl_s
+    if not url:
+        return InMemorySessionStore(ttl), InMemoryMemoryStore()
+    redis = redis_client(url)
+    return RedisSessionStore(redis, ttl), RedisMemoryStore(redis)
 
 
 def orchestrator_name(shard: int) -> str:
@@ -62,7 +67,10 @@ class Orchestrator:
         provider = make_provider(config)  # fail here, at start-up, on a bad provider config
         self._provider_label = provider.name
         self._runtime = RayRuntime(config, self._make_agent)
-        self._engine = Engine(config, self._runtime, config.resolved_provider(), memory=_memory_store())
+        sessions, memory = _stores(config)
+        self._engine = Engine(
+            config, self._runtime, config.resolved_provider(), sessions=sessions, memory=memory
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     def _make_agent(self, team: str, instance: str, agent_name: str) -> Any:

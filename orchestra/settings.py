@@ -26,6 +26,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
+    data_dir: Path = Field(
+        default=Path(".orchestra"),
+        description=(
+            "Where `orchestra serve` keeps its state: the development key and the embedded redis-server's "
+            "append-only file (sessions, keys and memory survive a restart)."
+        ),
+    )
     config: Path | None = Field(
         default=None, description="Swarms config YAML (default: the packaged `configs/swarms.yaml`)."
     )

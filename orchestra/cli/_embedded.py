@@ -23,9 +23,13 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A private redis-server on a free loopback port, without persistence, stopped on ``stop()``."""
+    """A private redis-server on a free loopback port, stopped on ``stop()``.
 
-    def __init__(self) -> None:
+    With ``data_dir`` its data is kept there in an append-only file (fsync every second), so a restart
+    finds every session, key and memory again; without one it keeps nothing (tests, benchmarks).
+    """
+
+    def __init__(self, data_dir: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigError(
@@ -34,21 +38,16 @@ class EmbeddedRedis:
                 details={"field": "ORCHESTRA_REDIS_URL", "reason": "no redis-server"},
             )
         self.port = free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="orchestra-redis-")
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="orchestra-redis-")
+        directory = Path(self._tmp.name) if self._tmp else data_dir
+        assert directory is not None
+        directory.mkdir(parents=True, exist_ok=True)
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "everysec"] if data_dir else ["--appendonly", "no"]
+        )
+        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(directory)]
         self._proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir.name,
-            ],
+            [binary, *options, *persistence],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -75,11 +74,13 @@ class EmbeddedRedis:
                 self._proc.wait(5)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
-        self._dir.cleanup()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 def dev_key(directory: Path | None = None) -> str:
-    """The development API key: read from ``.orchestra/dev-key``, created (mode 0600) on first use."""
+    """The development API key: read from ``<directory>/dev-key`` (default ``.orchestra/``), created (mode
+    0600) on first use."""
     folder = directory or Path.cwd() / ".orchestra"
     path = folder / "dev-key"
     if path.is_file():

@@ -146,10 +146,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["ORCHESTRA_CONFIG"] = str(Path(args.config).resolve())
     redis: EmbeddedRedis | None = None
+    data_dir = settings().data_dir
     if not settings().redis_url:
-        redis = EmbeddedRedis()
+        redis = EmbeddedRedis(data_dir / "redis")
         os.environ["ORCHESTRA_REDIS_URL"] = redis.url
-    key = dev_key()
+    key = dev_key(data_dir)
     extra = settings().api_keys.get_secret_value()
     os.environ["ORCHESTRA_API_KEYS"] = ",".join(filter(None, [extra, f"{key}:chat+metrics+admin"]))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -162,7 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         def ready() -> None:
             print(f"\nAI Orchestra is serving at {url}  (API docs: {url}/docs)")
-            print(f"development key (chat, metrics, admin; stored in .orchestra/dev-key): {key}")
+            print(f"development key (chat, metrics, admin; stored in {data_dir / 'dev-key'}): {key}")
             print(f"try:  curl -s {url}/chat/v2/chat -H 'Authorization: Bearer {key}' \\")
             body = '{"message": "Write a haiku about actors"}'
             print(f"        -H 'Content-Type: application/json' -d '{body}'")

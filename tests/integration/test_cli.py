@@ -32,52 +32,45 @@ def test_serve_yaml_is_a_serve_config_for_this_app() -> None:
         assert d.autoscaling_config["min_replicas"] >= 1
 
 
-def test_orchestra_serve_runs_answers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
+def _serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    """`orchestra serve` as the README runs it, in tmp_path (its data lands in tmp_path/.orchestra)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("RAY_ADDRESS", "ORCHESTRA_REDIS_URL", "ORCHESTRA_API_KEYS", "ORCHESTRA_CONFIG")
     }
     env["ORCHESTRA_SCRIPTED_LATENCY_S"] = "0.01"
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "orchestra.cli", "serve", "--port", str(port), "--address", "local"],
-        cwd=tmp_path,  # the dev key lands in tmp_path/.orchestra
+        cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _wait_ready(proc: subprocess.Popen[str]) -> str:
     lines: list[str] = []
+    deadline = time.monotonic() + 180
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops the server" in line:
+            break
+    return "".join(lines)
+
+
+def _stop(proc: subprocess.Popen[str], port: int) -> None:
+    proc.send_signal(signal.SIGINT)
     try:
-        deadline = time.monotonic() + 180
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops the server" in line:
-                break
-        output = "".join(lines)
-        assert f"http://127.0.0.1:{port}" in output, output[-2000:]
-        key = (tmp_path / ".orchestra" / "dev-key").read_text().strip()
-        assert key in output and re.match(r"^orch_dev_", key)
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/chat/v2/chat",
-            json={"message": "Write a haiku", "optimization_mode": "lite"},
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=60,
-        )
-        assert r.status_code == 200 and r.json()["data"]["metadata"]["model"].startswith("scripted/")
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "healthy"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     assert code == 0
     with httpx.Client() as c:  # the server is really gone
         try:
@@ -85,3 +78,35 @@ def test_orchestra_serve_runs_answers_and_stops_on_ctrl_c(tmp_path: Path) -> Non
             raise AssertionError("still serving after Ctrl-C")
         except httpx.TransportError:
             pass
+
+
+def test_orchestra_serve_runs_answers_stops_on_ctrl_c_and_keeps_sessions(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(tmp_path, port)
+    try:
+        output = _wait_ready(proc)
+        assert url in output, output[-2000:]
+        key = (tmp_path / ".orchestra" / "dev-key").read_text().strip()
+        assert key in output and re.match(r"^orch_dev_", key)
+        auth = {"Authorization": f"Bearer {key}"}
+        body = {"message": "Write a haiku", "optimization_mode": "lite", "session_id": "kept"}
+        r = httpx.post(f"{url}/chat/v2/chat", json=body, headers=auth, timeout=60)
+        assert r.status_code == 200 and r.json()["data"]["metadata"]["model"].startswith("scripted/")
+        assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "healthy"
+        first = r.json()["data"]["response"]
+    finally:
+        _stop(proc, port)
+    # Started again in the same directory: the dev key still works and the session has its turn.
+    proc = _serve(tmp_path, port)
+    try:
+        output = _wait_ready(proc)
+        assert url in output and key in output, output[-2000:]
+        session = httpx.get(f"{url}/chat/v2/sessions/kept", headers=auth, timeout=30)
+        assert session.status_code == 200, session.text
+        turns = session.json()["data"]["turns"]
+        assert [t["response"] for t in turns] == [first]
+        again = httpx.post(f"{url}/chat/v2/chat", json=body, headers=auth, timeout=60)
+        assert again.status_code == 200 and again.json()["data"]["execution_mode"].startswith("session:")
+    finally:
+        _stop(proc, port)

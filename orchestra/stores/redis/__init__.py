@@ -5,5 +5,13 @@ from orchestra.stores.redis._client import redis_client, unavailable
 from orchestra.stores.redis._keys import RedisKeyStore
 from orchestra.stores.redis._memory import RedisMemoryStore
 from orchestra.stores.redis._ratelimit import RedisTokenBucket
+from orchestra.stores.redis._sessions import RedisSessionStore
 
-__all__ = ["RedisKeyStore", "RedisMemoryStore", "RedisTokenBucket", "redis_client", "unavailable"]
+__all__ = [
+    "RedisKeyStore",
+    "RedisMemoryStore",
+    "RedisSessionStore",
+    "RedisTokenBucket",
+    "redis_client",
+    "unavailable",
+]

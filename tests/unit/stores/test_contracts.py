@@ -6,6 +6,7 @@ any of them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -24,7 +25,7 @@ from orchestra.stores import (
     SessionStore,
     SessionTurn,
 )
-from orchestra.stores.redis import RedisKeyStore, RedisMemoryStore, RedisTokenBucket
+from orchestra.stores.redis import RedisKeyStore, RedisMemoryStore, RedisSessionStore, RedisTokenBucket
 
 
 def _turn(run_id: str) -> SessionTurn:
@@ -48,10 +49,15 @@ async def _fresh_redis(request: pytest.FixtureRequest) -> aioredis.Redis:
 # -- sessions --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory"])
-def clocked_sessions(request: pytest.FixtureRequest) -> tuple[SessionStore, list[float]]:
+@pytest.fixture(params=["memory", "redis"])
+async def clocked_sessions(request: pytest.FixtureRequest) -> AsyncIterator[tuple[SessionStore, list[float]]]:
     now = [1000.0]
-    return InMemorySessionStore(ttl_s=60, max_turns=3, clock=lambda: now[0]), now
+    if request.param == "memory":
+        yield InMemorySessionStore(ttl_s=60, max_turns=3, clock=lambda: now[0]), now
+    else:
+        client = await _fresh_redis(request)
+        yield RedisSessionStore(client, ttl_s=60, max_turns=3, clock=lambda: now[0]), now
+        await client.aclose()
 
 
 async def test_sessions_expire_reset_end_and_stay_per_tenant(
@@ -175,3 +181,21 @@ async def test_a_bucket_admits_its_capacity_then_refuses_per_key(limiter: RateLi
     assert refused.retry_after_s is not None and 99 < refused.retry_after_s <= 100
     assert (await limiter.acquire("other")).allowed
     assert limiter.capacity == 3 and limiter.limit == 1
+
+
+async def test_an_idle_session_is_ended_once_however_many_replicas_sweep(redis_server: str) -> None:
+    clients = [aioredis.Redis.from_url(redis_server) for _ in range(2)]
+    await clients[0].flushdb()
+    now = [1000.0]
+    stores = [RedisSessionStore(c, ttl_s=60, clock=lambda: now[0]) for c in clients]
+    for i in range(20):
+        await stores[0].append("t", f"s{i}", _turn(str(i)))
+    now[0] += 61
+    assert await stores[1].get("t", "s0") is None  # idle past the TTL: gone for readers at once
+    swept = await asyncio.gather(*(store.expire() for store in stores for _ in range(3)))
+    ended = sorted(s.session_id for batch in swept for s in batch)
+    assert ended == sorted(f"s{i}" for i in range(20))  # each exactly once, with its turns
+    assert all(len(s.turns) == 1 for batch in swept for s in batch)
+    assert await stores[0].end("t", "s0") is None and await stores[0].count() == 0
+    for client in clients:
+        await client.aclose()
