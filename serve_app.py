@@ -29,9 +29,12 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import orchestra
-from actors.client import RayChatService
+from actors._env import actor_env
+from actors.coordinator import Coordinator, shutdown_agents
 from orchestra import (
     ChatResult,
+    NotFoundError,
+    OrchestraConfig,
     OrchestraError,
     RunCompleted,
     RunEvent,
@@ -43,22 +46,17 @@ from orchestra import (
     Transcript,
 )
 from orchestra._types import MODES
-from orchestra.engine import KeyedBatcher, packaged_config
+from orchestra.engine import KeyedBatcher, load_config, packaged_config, team_infos
 from orchestra.serving import _contract as api
 from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
+from orchestra.stores.redis import RedisSessionStore, publish_cancel, redis_client
 
 log = logging.getLogger("orchestra.serve")
 
 DEPLOYMENT_OF_MODE = {mode: f"Mode{mode.capitalize()}" for mode in MODES}
 SERVE_CONFIG = packaged_config("serve.yaml")
 METRICS_ACTOR = "orchestra-metrics"
-
-
-def _ray_service() -> RayChatService:
-    service = orchestra.connect().service
-    assert isinstance(service, RayChatService)
-    return service
 
 
 # -- metrics aggregation: one named actor sums the snapshots every replica pushes ----------------------
@@ -113,12 +111,15 @@ class _ReplicaMetrics:
 
 
 class ModeRunner:
-    """Runs the chats of one optimization mode through the orchestrator (errors travel as values)."""
+    """A replica of one mode's deployment: it coordinates that mode's runs itself (a ``Coordinator``:
+    the engine over the shared store and agent actors), so adding a replica adds coordination capacity
+    and any replica can take any session's next turn. Errors travel as values."""
 
     def __init__(self, mode: str) -> None:
         self._mode = mode
-        self._runtime = _ray_service()
-        self._provider = self._runtime.config.resolved_provider()
+        config = load_config()
+        self._coordinator = Coordinator(config, config.runtime.namespace, actor_env(config))
+        self._provider = config.resolved_provider()
         self._replica_metrics = _ReplicaMetrics(f"mode-{mode}")
         self._metrics = self._replica_metrics.metrics
 
@@ -127,32 +128,30 @@ class ModeRunner:
         if result is not None:
             self._metrics.agent_turns(swarm_type, result.metadata.processing_steps, provider=self._provider)
 
-    def _ensure_pusher(self) -> None:
+    def _ensure_started(self) -> None:
         self._replica_metrics.ensure_started()
+        self._coordinator.start()
 
     async def chat_many(
         self, requests: list[RunRequest]
     ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
         """Run a batch of chats (validated by the ingress: not parsed again); yield (run_id, outcome)
         groups as they finish. Errors travel as values, so one bad chat cannot fail its batch."""
-        self._ensure_pusher()
+        self._ensure_started()
         kinds = {r.run_id: r.swarm_type or "auto" for r in requests}
-        try:
-            async for group in self._runtime.run_many(requests):
-                for run_id, outcome in group:
-                    if isinstance(outcome, ChatResult):
-                        self._record(outcome, outcome.metadata.swarm_type, "completed")
-                    else:
-                        self._record(None, kinds.get(run_id, "auto"), _outcome(outcome))
-                yield group
-        except Exception:
-            log.exception("a batch of %d chats failed", len(requests))
-            raise
+        async for group in self._coordinator.run_many(requests):
+            for run_id, outcome in group:
+                if isinstance(outcome, ChatResult):
+                    self._record(outcome, outcome.metadata.swarm_type, "completed")
+                else:
+                    self._record(None, kinds.get(run_id, "auto"), _outcome(outcome))
+            yield group
 
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
-        """The run's events, forwarded in the orchestrator's batches (one Serve stream item per batch)."""
-        self._ensure_pusher()
-        async for batch in self._runtime.stream(request):
+        """The run's events in the engine's batches (one Serve stream item per batch); closing the stream
+        (a client that left, a WebSocket cancel) cancels the run."""
+        self._ensure_started()
+        async for batch in self._coordinator.engine.stream(request):
             for event in batch:
                 if isinstance(event, RunCompleted):
                     self._record(event.result, event.result.metadata.swarm_type, "completed")
@@ -160,11 +159,12 @@ class ModeRunner:
                     self._record(None, request.swarm_type or "auto", _outcome(event.error["code"]))
             yield batch
 
-    async def cancel(self, tenant: str, run_id: str) -> bool:
-        return await self._runtime.cancel(tenant, run_id)
-
     def probe(self) -> dict[str, Any]:
-        return {"mode": self._mode, "provider": self._provider}
+        """The coordinator's state (health: the store is probed on its own)."""
+        return {"mode": self._mode, **self._coordinator.info()}
+
+    def ping(self) -> str:
+        return self._mode
 
 
 def _outcome(error: OrchestraError | str) -> str:
@@ -198,13 +198,16 @@ def openapi_chat(model: type[Any], example: dict[str, Any]) -> dict[str, Any]:
 
 class ServeChatService:
     """The ingress's ``ChatService``: chats go to their mode's deployment (REST chats batched per mode,
-    streams one streaming call each); sessions, cancels and transcripts go to the orchestrator."""
+    streams one streaming call each), where a replica coordinates them; sessions are read from the store
+    directly; a cancel is published to every coordinator."""
 
-    def __init__(self, modes: dict[str, DeploymentHandle[Any]], runtime: RayChatService) -> None:
-        self._runtime = runtime
-        config = runtime.config.runtime
+    def __init__(self, modes: dict[str, DeploymentHandle[Any]], config: OrchestraConfig) -> None:
+        self.config = config
+        runtime = config.runtime
+        self._redis = redis_client()
+        self._sessions = RedisSessionStore(self._redis, runtime.session_ttl_s)
         # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
-        by_ref = not config.serve_grpc_handles
+        by_ref = not runtime.serve_grpc_handles
         self._streams = {m: h.options(stream=True, _by_reference=by_ref) for m, h in modes.items()}
         self._batchers: dict[str, KeyedBatcher[RunRequest, ChatResult | OrchestraError]] = {}
 
@@ -219,7 +222,7 @@ class ServeChatService:
                 response: Any = stream.chat_many.remote(requests)
                 return response.__aiter__()  # type: ignore[no-any-return]
 
-            runtime = self._runtime.config.runtime
+            runtime = self.config.runtime
             batcher = self._batchers[mode] = KeyedBatcher(
                 send,
                 lambda r: r.run_id,
@@ -236,33 +239,50 @@ class ServeChatService:
         try:
             outcome = await asyncio.shield(future)
         except asyncio.CancelledError:  # the client went away: stop its run, not the others of the batch
-            await self._runtime.cancel(request.tenant, request.run_id)
+            await self.cancel(request.tenant, request.run_id)
             raise
         if isinstance(outcome, OrchestraError):
             raise outcome
         return outcome
 
     async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
-        async for batch in self._streams[request.optimization_mode].stream.remote(request):  # type: ignore[union-attr]
-            yield batch
+        response: Any = self._streams[request.optimization_mode].stream.remote(request)
+        try:
+            async for batch in response:
+                yield batch
+        finally:
+            response.cancel()  # closed early: Serve cancels the replica's generator, which cancels the run
 
     async def cancel(self, tenant: str, run_id: str) -> bool:
-        return await self._runtime.cancel(tenant, run_id)
+        """Published to every coordinator; False because which one stopped it is not known here (a
+        stream's caller stops consuming, which cancels it too)."""
+        try:
+            await publish_cancel(self._redis, tenant, run_id)
+        except OrchestraError as e:
+            log.warning("cancel of %s not published: %r", run_id, e)
+        return False
 
     async def session(self, tenant: str, session_id: str) -> Session:
-        return await self._runtime.session(tenant, session_id)
+        return _found(await self._sessions.get(tenant, session_id), session_id)
 
     async def reset_session(self, tenant: str, session_id: str) -> Session:
-        return await self._runtime.reset_session(tenant, session_id)
+        return _found(await self._sessions.reset(tenant, session_id), session_id)
 
     async def end_session(self, tenant: str, session_id: str) -> Session:
-        return await self._runtime.end_session(tenant, session_id)
+        return _found(await self._sessions.end(tenant, session_id), session_id)
 
     async def transcript(self, tenant: str, run_id: str) -> Transcript:
-        return await self._runtime.transcript(tenant, run_id)
+        # Transcripts stay with the coordinator that ran the run (not yet in the store).
+        raise NotFoundError(f"no run {run_id!r} (transcripts are kept by the coordinator that ran it)")
 
     async def teams(self) -> list[TeamInfo]:
-        return await self._runtime.teams()
+        return team_infos(self.config, self.config.resolved_provider())
+
+
+def _found(session: Session | None, session_id: str) -> Session:
+    if session is None:
+        raise NotFoundError(f"no session {session_id!r}")
+    return session
 
 
 # -- ingress ----------------------------------------------------------------------------------------------
@@ -312,18 +332,21 @@ class Ingress:
 
     def __init__(self, **modes: DeploymentHandle[Any]) -> None:
         self._modes: dict[str, DeploymentHandle[Any]] = {mode: modes[mode] for mode in MODES}
-        runtime = _ray_service()
+        config = load_config()
         self._replica_metrics = _ReplicaMetrics("ingress")
         self._gateway = Gateway.over_redis(
-            ServeChatService(self._modes, runtime),
+            ServeChatService(self._modes, config),
             metrics=self._replica_metrics.metrics,
-            teams=list(runtime.config.teams),
-            probes={"runtime": runtime.info, "modes": self._probe_modes},
+            teams=list(config.teams),
+            probes={"runtime": self._probe_coordinators, "modes": self._ping_modes},
             version=orchestra.__version__,
         )
 
-    async def _probe_modes(self) -> None:
+    async def _probe_coordinators(self) -> None:
         await asyncio.gather(*(h.probe.remote() for h in self._modes.values()))
+
+    async def _ping_modes(self) -> None:
+        await asyncio.gather(*(h.ping.remote() for h in self._modes.values()))
 
     async def _render_metrics(self) -> bytes:
         await self._replica_metrics.push_now()  # this replica's latest counts are in the total
@@ -452,6 +475,7 @@ def run_server(
         pass
     print("\nstopping...", flush=True)
     serve.shutdown()  # type: ignore[no-untyped-call]
+    shutdown_agents(load_config().runtime.namespace)  # detached: they would outlive the app on a cluster
     ray.shutdown()
     return 0
 

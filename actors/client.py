@@ -30,6 +30,7 @@ from orchestra.engine import KeyedBatcher
 from orchestra.providers import make_provider
 
 from ._env import actor_env
+from .coordinator import shutdown_agents
 from .orchestrator import Orchestrator, orchestrator_name
 
 __all__ = ["RayChatService", "connect", "shard_of"]
@@ -75,9 +76,10 @@ class RayChatService:
     travel to their shard as one ``chat_many`` call.
     """
 
-    def __init__(self, config: OrchestraConfig, shards: list[Any]) -> None:
+    def __init__(self, config: OrchestraConfig, shards: list[Any], namespace: str) -> None:
         self.config = config
         self._shards = shards
+        self._namespace = namespace
         self._batchers: dict[tuple[int, int], KeyedBatcher[RunRequest, ChatResult | BaseException]] = {}
 
     def _shard(self, tenant: str, session_id: str) -> Any:
@@ -249,6 +251,7 @@ class RayChatService:
     def shutdown(self) -> None:
         for shard in self._shards:
             ray.kill(shard)
+        shutdown_agents(self._namespace)
 
 
 def connect(
@@ -292,5 +295,5 @@ def connect(
             ).remote(cfg, i, env, ns)
         )
     ray.get([h.info.remote() for h in handles])  # surfaces a start-up error (bad provider config) now
-    service = RayChatService(cfg, handles)
+    service = RayChatService(cfg, handles, ns)
     return OrchestraHandle(service, cfg, tenant=tenant, host=service)

@@ -14,12 +14,17 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from orchestra import InternalError, OrchestraConfig, OrchestraError
+from ray.exceptions import RayActorError
+
+from orchestra import InternalError, OrchestraConfig, OrchestraError, ServiceUnavailableError
 from orchestra.engine import EventSink, KeyedBatcher, RuntimeConfig, TurnRequest, TurnResult, agent_name_of
 
 __all__ = ["RayRuntime"]
 
 log = logging.getLogger("orchestra.actors")
+
+RETRY_DELAYS_S = (0.2, 1.0, 3.0)
+"""Waits before sending again a turn lost with its actor: a restarted actor takes about a second."""
 
 ActorFactory = Callable[[str, str, str], Any]
 """(team, instance, agent_name) → actor handle."""
@@ -38,7 +43,9 @@ def _turn_batcher(actor: Any, runtime: RuntimeConfig) -> KeyedBatcher[tuple[str,
 
         return answers()
 
-    def failed(error: BaseException) -> OrchestraError:
+    def failed(error: BaseException) -> OrchestraError | _Lost:
+        if isinstance(error, RayActorError):  # the process died (or is restarting): send the turn again
+            return _Lost(error)
         return InternalError("an agent actor failed", details={"reason": type(error).__name__})
 
     return KeyedBatcher(
@@ -49,6 +56,22 @@ def _turn_batcher(actor: Any, runtime: RuntimeConfig) -> KeyedBatcher[tuple[str,
         window_s=runtime.batch_window_s,
         max_batch=runtime.max_batch_turns,
         max_inflight=runtime.max_inflight_calls,
+    )
+
+
+class _Lost:
+    """A turn lost with its actor's process (the outcome of a batched call, as a value)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _lost_turn(request: TurnRequest, error: BaseException) -> ServiceUnavailableError:
+    log.warning("turn of %s/%s lost with its actor, not retried: %r", request.team, request.agent, error)
+    return ServiceUnavailableError(
+        "an agent's process was lost; retry the chat",
+        details={"agent": request.agent, "reason": type(error).__name__},
+        retry_after=1,
     )
 
 
@@ -74,20 +97,45 @@ class RayRuntime:
         return self._actors[key]
 
     async def send(self, request: TurnRequest, sink: EventSink | None = None) -> TurnResult:
+        """Deliver the turn; a turn lost with its actor's process is sent again (``RETRIES`` times, after
+        ``RETRY_DELAYS_S``) to the restarted actor (``max_restarts``). A streamed turn is sent again only
+        when none of its events went out yet: the caller never sees a turn twice."""
         key = (request.team, request.agent)
         actor = self.actor(*key)
         self._runs.setdefault(request.run_id, set()).add(key)
-        if sink is not None:  # events wanted: one streaming call, events arrive in agent-made batches
-            return await self._stream(actor, request, sink)
-        batcher = self._batchers.get(key)
-        if batcher is None:
-            batcher = self._batchers[key] = _turn_batcher(actor, self._config.runtime)
-        outcome = await batcher.submit((str(next(self._keys)), request))
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome  # type: ignore[no-any-return]
+        for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
+            if sink is not None:  # events wanted: one streaming call, events arrive in agent-made batches
+                emitted: list[bool] = [False]
+                try:
+                    return await self._stream(actor, request, sink, emitted)
+                except RayActorError as e:
+                    if emitted[0] or delay is None:
+                        raise _lost_turn(request, e) from None
+                    lost: BaseException = e
+            else:
+                batcher = self._batchers.get(key)
+                if batcher is None:
+                    batcher = self._batchers[key] = _turn_batcher(actor, self._config.runtime)
+                outcome = await batcher.submit((str(next(self._keys)), request))
+                if isinstance(outcome, _Lost):
+                    if delay is None:
+                        raise _lost_turn(request, outcome.error)
+                    lost = outcome.error
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    return outcome  # type: ignore[no-any-return]
+            log.info("turn of %s/%s lost with its actor (%r); attempt %d", *key, lost, attempt + 2)
+            await asyncio.sleep(delay)
+            # Look the actor up again: a restarted one keeps its name; one killed for good is made anew.
+            self._actors.pop(key, None)
+            self._batchers.pop(key, None)
+            actor = self.actor(*key)
+        raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
-    async def _stream(self, actor: Any, request: TurnRequest, sink: EventSink) -> TurnResult:
+    async def _stream(
+        self, actor: Any, request: TurnRequest, sink: EventSink, emitted: list[bool]
+    ) -> TurnResult:
         generator = actor.stream.remote(request)
         async for ref in generator:
             item = await ref
@@ -96,6 +144,7 @@ class RayRuntime:
             for element in item:  # events, the last batch ending with the TurnResult
                 if isinstance(element, TurnResult):
                     return element
+                emitted[0] = True
                 sink(element)
         raise InternalError("agent stream ended without a result", details={"agent": request.agent})
 

@@ -54,7 +54,7 @@ class HostControl(Protocol):
         ...
 
     def shutdown(self) -> None:
-        """Stop the orchestrator actors (and the agent actors they own)."""
+        """Stop the orchestrator actors and the agent actors of their namespace."""
         ...
 
 
@@ -190,5 +190,6 @@ class OrchestraHandle:
         return self._control().running(self.tenant)
 
     def shutdown(self) -> None:
-        """Stop the orchestrator actors (and with them the agent actors they own)."""
+        """Stop the orchestrator actors and the agent actors of their namespace (a Serve app running in
+        the same namespace loses its agents too; they are made anew on its next turn)."""
         self._control().shutdown()

@@ -61,7 +61,7 @@ def test_agents_are_distinct_actors(orchestra_handle: Any) -> None:
 
     import ray
 
-    named = ray.get_actor("agent-0-coding-debate-judge", namespace="orchestra-test")
+    named = ray.get_actor("agent-coding-debate-judge", namespace="orchestra-test")
     assert ray.get(named.info.remote())["role"] == "judge"
 
 
@@ -128,7 +128,7 @@ async def test_a_streamed_run_ends_in_one_item_per_hop(orchestra_handle: Any) ->
 
     import ray
 
-    judge = ray.get_actor("agent-0-coding-debate-judge", namespace="orchestra-test")
+    judge = ray.get_actor("agent-coding-debate-judge", namespace="orchestra-test")
     turn = orchestra.engine.TurnRequest(
         run_id="one-item-per-hop", team="coding-debate", agent="judge", role="judge", round=1,
         task="Pick one", instruction="Judge.", model="scripted/judge", stream=True,

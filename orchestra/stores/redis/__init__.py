@@ -1,6 +1,7 @@
 """The stores in Redis (production, several replicas or nodes): each implements the Protocol beside its
 in-memory version in ``orchestra.stores``, and one contract test suite runs against both."""
 
+from orchestra.stores.redis._cancel import listen_cancels, publish_cancel
 from orchestra.stores.redis._client import redis_client, unavailable
 from orchestra.stores.redis._keys import RedisKeyStore
 from orchestra.stores.redis._memory import RedisMemoryStore
@@ -12,6 +13,8 @@ __all__ = [
     "RedisMemoryStore",
     "RedisSessionStore",
     "RedisTokenBucket",
+    "listen_cancels",
+    "publish_cancel",
     "redis_client",
     "unavailable",
 ]
