@@ -1,0 +1,82 @@
+"""Failures are ordinary: processes killed with SIGKILL mid-run, on the real Ray and Serve of the session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import ServeInfo
+
+pytestmark = pytest.mark.slow
+
+
+def _agent(handle: Any, team: str, instance: str) -> dict[str, Any]:
+    return next(
+        a for a in handle.actors() if a["kind"] == "agent" and a["team"] == team and a["agent"] == instance
+    )
+
+
+async def test_an_agent_actor_killed_mid_run_restarts_and_the_run_completes(orchestra_handle: Any) -> None:
+    orchestra_handle.warm_up(["long-debate"])
+    before = _agent(orchestra_handle, "long-debate", "coder-1")
+    run = asyncio.ensure_future(
+        orchestra_handle.achat("a long debate", swarm_type="long-debate", optimization_mode="lite")
+    )
+    await asyncio.sleep(0.3)  # some rounds in: coder-1 has a turn in flight most of the time
+    assert not run.done()
+    os.kill(before["pid"], signal.SIGKILL)
+    result = await asyncio.wait_for(run, 60)
+    rounds = orchestra_handle.config.teams["long-debate"].modes["lite"].rounds
+    steps = result.metadata.processing_steps
+    assert len(steps) == 2 * rounds + 1  # every round of both coders, then the judge: nothing lost
+    assert {s.agent for s in steps} == {"coder-1", "coder-2", "judge"}
+    after = _agent(orchestra_handle, "long-debate", "coder-1")
+    assert after["pid"] != before["pid"]  # the same named actor, restarted in a new process
+    later = await orchestra_handle.achat("and another", swarm_type="long-debate", optimization_mode="lite")
+    assert len(later.metadata.processing_steps) == 2 * rounds + 1
+
+
+async def test_a_mode_replica_killed_mid_run_is_a_clean_503_and_service_returns(serve_app: ServeInfo) -> None:
+    from ray import serve
+
+    mode = serve.get_deployment_handle("ModeLite", app_name="orchestra")
+    pid = (await mode.probe.remote())["pid"]
+    headers = serve_app.auth(serve_app.key(27))
+    kept = f"kept-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=serve_app.base_url, timeout=60) as client:
+        first = await client.post(
+            "/chat/v2/chat",
+            json={"message": "Write a poem", "optimization_mode": "lite", "session_id": kept},
+            headers=headers,
+        )
+        assert first.status_code == 200
+        body = {"message": "long", "swarm_type": "long-debate", "optimization_mode": "lite"}
+        running = asyncio.ensure_future(client.post("/chat/v2/chat", json=body, headers=headers))
+        await asyncio.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        answer = await running
+        assert answer.status_code == 503, answer.text
+        envelope = answer.json()
+        assert envelope["success"] is False and envelope["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert int(answer.headers["Retry-After"]) >= 1
+        # Serve replaces the replica: new chats succeed again within seconds, and the session is intact.
+        deadline = time.monotonic() + 60
+        while True:
+            again = await client.post(
+                "/chat/v2/chat", json={"message": "again", "optimization_mode": "lite"}, headers=headers
+            )
+            if again.status_code == 200 or time.monotonic() > deadline:
+                break
+            assert again.status_code == 503, again.text  # never a 500 meanwhile
+            await asyncio.sleep(0.5)
+        assert again.status_code == 200, again.text
+        session = await client.get(f"/chat/v2/sessions/{kept}", headers=headers)
+        assert [t["message"] for t in session.json()["data"]["turns"]] == ["Write a poem"]
+    assert (await mode.probe.remote())["pid"] != pid
