@@ -3,7 +3,10 @@
     client ──HTTP/WS──▶ Ingress (routes only; orchestra.serving.Gateway does the work)
                           │ deployment handle (batched, streaming)
                           ▼
-                ModeLite / ModeBalanced / ModeQuality ──▶ orchestrator shard ──▶ agent actors
+                ModeLite / ModeBalanced / ModeQuality   each replica coordinates its mode's runs
+                          │ typed turn messages, batched per actor
+                          ▼
+                agent actors (one per agent instance, shared)        every process ──▶ Redis
 
 Everything but the wiring (contract, auth, limits, WS protocol, metrics, health) is Ray-free code in
 ``orchestra.serving``. ``serve run configs/serve.yaml`` imports ``app``; ``orchestra serve`` calls

@@ -74,6 +74,7 @@ class Coordinator:
             get_if_exists=True,
             lifetime="detached",
             max_restarts=-1,
+            scheduling_strategy="SPREAD",  # over the cluster's nodes, not packed on the first
             num_cpus=rt.agent_num_cpus,
             max_concurrency=rt.agent_max_concurrency,
             runtime_env={"env_vars": self._env},
