@@ -11,9 +11,9 @@ The wheel is built from a copy of the checkout without its build products (``bui
 venvs, caches): setuptools builds in the source tree, where a stale ``build/lib`` would put modules deleted
 since into the wheel, and the checkout stays as it was.
 
-To test another installed command (``orchestra serve`` say), take ``installed`` and start
-``installed.bin("orchestra")`` with ``env=installed.env`` and ``cwd=installed.new_workdir()`` (``serve``
-writes its dev key there), as the tests below do through ``installed.run``.
+To test another installed command, take ``installed`` and start ``installed.bin(name)`` with
+``env=installed.env`` and ``cwd=installed.new_workdir()``, as the tests below do through ``installed.run``
+or, for ``orchestra serve`` (which runs until Ctrl-C and writes its dev key where it runs), directly.
 """
 
 from __future__ import annotations
@@ -21,19 +21,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 import orchestra
+from orchestra.cli._embedded import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -196,3 +202,180 @@ def test_orchestra_run_local_json_prints_a_chat_result(installed: Installed) -> 
     assert result.metadata.model.startswith("scripted/")
     assert result.metadata.processing_steps
     assert not list(cwd.iterdir())  # a local run writes nothing where it runs
+
+
+def test_orchestra_serve_answers_and_stops_on_ctrl_c(installed: Installed) -> None:
+    """``orchestra serve`` from the wheel: embedded Redis, Ray and the Serve app, all from the venv."""
+    cwd = installed.new_workdir()  # the dev key lands in cwd/.orchestra
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # In the environment of everything it starts, reparented or not (but redis-server overwrites its own).
+    mark = f"WHEEL_SERVE_TEST_MARK={uuid.uuid4().hex}"
+    name, value = mark.split("=", 1)
+    proc = subprocess.Popen(
+        [str(installed.bin("orchestra")), "serve", "--port", str(port), "--address", "local"],
+        cwd=cwd,
+        env={**installed.env, name: value},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = _Output(proc)
+    started: dict[tuple[int, int], str] = {}  # (pid, start time) -> command line
+    try:
+        # Redis, Ray and four deployments on 2 cores: well under a minute here, but bounded.
+        output.wait_for(f"AI Orchestra is serving at {url}", timeout=180)
+        key = (cwd / ".orchestra" / "dev-key").read_text().strip()
+        assert key.startswith("orch_dev_")
+        r = httpx.post(
+            f"{url}/chat/v2/chat",
+            json={"message": "Write a haiku about actors", "optimization_mode": "lite"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120,
+        )
+        assert r.status_code == 200, (r.status_code, r.text[:2000], output.text()[-4000:])
+        body = r.json()
+        assert body["success"] is True, body
+        assert body["data"]["response"].strip(), body
+        assert body["data"]["metadata"]["model"].startswith("scripted/"), body
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert health.status_code == 200, (health.status_code, health.text[:2000])
+        started.update(_started_by(proc.pid, mark))  # while it runs, so the check below sees them all
+        running = started.values()
+        assert any("redis-server" in c for c in running) and any("ray::" in c for c in running), running
+
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 60 s after SIGINT\n{output.text()[-4000:]}") from None
+        output.close(timeout=10)
+        assert code == 0, f"exited {code}\n{output.text()[-4000:]}"
+        assert key in output.text()  # it told us the key it wrote
+        with pytest.raises(httpx.TransportError):  # the server is really gone
+            httpx.get(f"{url}/health", timeout=2)
+        left = _left_of(started, mark, within=30)
+        assert not left, f"left running after exit: {left}"
+    finally:
+        if proc.poll() is None:
+            started.update(_started_by(proc.pid, mark))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid, _ in _left_of(started, mark, within=0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        output.close(timeout=5)
+
+
+class _Output:
+    """A command's output, read line by line in a thread: waits are bounded and the pipe never fills."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self._stdout = proc.stdout
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._seen: list[str] = []
+        self._ended = False
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        with contextlib.suppress(ValueError, OSError):  # closed under us in close()
+            for line in self._stdout:
+                self._lines.put(line)
+        self._lines.put(None)
+
+    def _take(self, timeout: float) -> str | None:
+        """The next line, ``None`` at the end of the output; raises ``queue.Empty`` after ``timeout``."""
+        if self._ended:
+            return None
+        line = self._lines.get(timeout=max(timeout, 0))
+        if line is None:
+            self._ended = True
+        else:
+            self._seen.append(line)
+        return line
+
+    def wait_for(self, text: str, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._take(deadline - time.monotonic())
+            except queue.Empty:
+                raise AssertionError(f"no {text!r} in {timeout} s\n{self.text()[-4000:]}") from None
+            if line is None:
+                raise AssertionError(f"exited before printing {text!r}\n{self.text()[-4000:]}")
+            if text in line:
+                return
+
+    def close(self, *, timeout: float) -> None:
+        """Read what is left up to the end of the output (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(queue.Empty):
+            while self._take(deadline - time.monotonic()) is not None:
+                pass
+
+    def text(self) -> str:
+        return "".join(self._seen)
+
+
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    ppid: int
+    start: int  # clock ticks after boot: with the pid, one process even if the pid is reused
+    marked: bool  # its environment holds the mark
+    cmdline: str
+
+
+def _processes(mark: str) -> dict[int, _Process]:
+    """The live processes (zombies left out) by pid."""
+    found: dict[int, _Process] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:  # a process gone meanwhile raises
+            stat = (d / "stat").read_text()
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            environ = (d / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        if fields[0] in ("Z", "X"):
+            continue
+        pid = int(d.name)
+        found[pid] = _Process(pid, int(fields[1]), int(fields[19]), mark.encode() in environ, cmdline[:200])
+    return found
+
+
+def _started_by(root: int, mark: str) -> dict[tuple[int, int], str]:
+    """Live processes ``root`` started: its descendants, and any process whose environment holds ``mark``."""
+    live = _processes(mark)
+    children: dict[int, list[_Process]] = {}
+    for p in live.values():
+        children.setdefault(p.ppid, []).append(p)
+    found = {(p.pid, p.start): p.cmdline for p in live.values() if p.marked}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[(child.pid, child.start)] = child.cmdline
+            todo.append(child.pid)
+    return found
+
+
+def _left_of(started: dict[tuple[int, int], str], mark: str, *, within: float) -> dict[tuple[int, int], str]:
+    """Which of ``started``, or of the processes holding ``mark``, still run after up to ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        live = _processes(mark)
+        left = {
+            (p.pid, p.start): p.cmdline
+            for p in live.values()
+            if p.marked or started.get((p.pid, p.start)) is not None
+        }
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.5)
