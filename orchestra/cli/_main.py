@@ -166,7 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"development key (chat, metrics, admin; stored in {data_dir / 'dev-key'}): {key}")
             print(f"try:  curl -s {url}/chat/v2/chat -H 'Authorization: Bearer {key}' \\")
             body = '{"message": "Write a haiku about actors"}'
-            print(f"        -H 'Content-Type: application/json' -d '{body}'")
+            print(f"        -H 'Content-Type: application/json' -d '{body}'", flush=True)
 
         code: int = run_server(
             host=args.host,
