@@ -109,6 +109,7 @@ class AgentActor:
             "agent": self._agent.name,
             "role": self._agent.config.role,
             "actor_id": ctx.get_actor_id(),
+            "node_id": ctx.get_node_id(),
             "pid": os.getpid(),
             "provider": self._agent.provider.name,
             "turns": self._turns,

@@ -152,6 +152,7 @@ class Coordinator:
         """This process's share (the store's own state, such as the session count, is not in it)."""
         return {
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "provider": self.provider_label,
             "running": len(self.engine.running()),
             "agents": len(self.runtime.actors),
