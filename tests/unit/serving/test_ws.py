@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import orchestra
 import orchestra.engine
 from orchestra.providers import ScriptedSettings
-from orchestra.serving._ws import (
+from orchestra.serving.ws import (
     CLOSE_NORMAL,
     WsConnection,
     handshake_credentials,
