@@ -1,6 +1,7 @@
 """The WebSocket protocol of spec §7 (see ``_connection`` for the decisions the spec leaves open)."""
 
-from orchestra.serving.ws._connection import (
+from orchestra.serving.ws._connection import WsConnection
+from orchestra.serving.ws._frames import (
     BEARER_SUBPROTOCOL_PREFIX,
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
@@ -12,7 +13,6 @@ from orchestra.serving.ws._connection import (
     MAX_WAITING,
     REQUEST_ID_RE,
     SUBPROTOCOL,
-    WsConnection,
     handshake_credentials,
 )
 

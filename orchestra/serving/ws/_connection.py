@@ -25,198 +25,52 @@ Decisions the spec leaves open (also in docs/websocket.md and docs/asyncapi.yaml
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic import ValidationError as PydanticValidationError
-
-from orchestra._types import IDENTIFIER_RE, MODES, Mode
+from orchestra._types import IDENTIFIER_RE, MODES
 from orchestra.engine import ChatService, events
-from orchestra.engine._messages import (
-    RunCompleted,
-    RunEvent,
-    RunFailed,
-    RunRequest,
-    TokenEvent,
-    TurnEnd,
-)
+from orchestra.engine._messages import RunCompleted, RunEvent, RunFailed, RunRequest
 from orchestra.errors import (
     InternalError,
     NotFoundError,
     OrchestraError,
-    PayloadTooLargeError,
     RateLimitError,
     RunCancelledError,
     ServiceUnavailableError,
     ValidationError,
-    invalid,
-    pydantic_errors,
 )
-from orchestra.serving._contract import rate_limit_error, utc_timestamp
+from orchestra.serving._contract import rate_limit_error
+from orchestra.serving.ws._frames import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    MAX_FRAME_BYTES,
+    MAX_WAITING,
+    CancelArgs,
+    ChatData,
+    CommandData,
+    ControlData,
+    NoArgs,
+    ServerFrames,
+    SetArgs,
+    build_request,
+    invalid_field,
+    parse_frame,
+    peek_request_id,
+    too_large,
+    validate,
+)
 from orchestra.stores import RateLimitDecision, RateLimiter
 
-__all__ = [
-    "BEARER_SUBPROTOCOL_PREFIX",
-    "CLOSE_AUTH_FAILED",
-    "CLOSE_GOING_AWAY",
-    "CLOSE_INVALID_PATH",
-    "CLOSE_NORMAL",
-    "CLOSE_RATE_LIMITED",
-    "CLOSE_TOO_BIG",
-    "MAX_FRAME_BYTES",
-    "MAX_WAITING",
-    "REQUEST_ID_RE",
-    "SUBPROTOCOL",
-    "WsConnection",
-    "handshake_credentials",
-]
+__all__ = ["WsConnection"]
 
 log = logging.getLogger("orchestra.ws")
-
-# -- constants for the ingress ---------------------------------------------------------------------
-
-CLOSE_NORMAL = 1000
-"""After the ``end`` command (the session is over)."""
-CLOSE_GOING_AWAY = 1001
-"""The server stopped the connection because sending to the client failed."""
-CLOSE_INVALID_PATH = 1008
-"""``session_id`` in the URL is not 1-128 of ``[A-Za-z0-9._:-]`` or ``client_id`` not 1-128 characters."""
-CLOSE_TOO_BIG = 1009
-"""Only for frames the transport itself refuses; a frame over ``MAX_FRAME_BYTES`` gets an error frame."""
-CLOSE_AUTH_FAILED = 4401
-CLOSE_RATE_LIMITED = 4429
-
-SUBPROTOCOL = "orchestra.v2"
-BEARER_SUBPROTOCOL_PREFIX = "bearer."
-MAX_FRAME_BYTES = 64 * 1024
-MAX_WAITING = 4
-REQUEST_ID_RE = IDENTIFIER_RE
-"""Client-chosen request ids: 1-128 of ``[A-Za-z0-9._:-]`` (a UUID fits)."""
-
-_CLIENT_TYPES = ("chat", "command", "control")
-_FRAME_KEYS = frozenset({"type", "data", "timestamp"})
-_MAX_FIELD_CHARS = 100  # client-chosen key names are echoed in error details; keep them short
-
-
-def handshake_credentials(
-    authorization: str | None, subprotocols: Sequence[str]
-) -> tuple[str | None, str | None]:
-    """``(api_key, subprotocol_to_select)`` from the upgrade request.
-
-    The ``Authorization: Bearer <key>`` header wins; browsers, which cannot set headers on a WebSocket,
-    send the subprotocol list ``["orchestra.v2", "bearer.<key>"]`` instead. The server must select
-    ``orchestra.v2`` when offered (never echo the bearer entry back).
-    """
-    selected = SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
-    if authorization:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip(), selected
-        return None, selected
-    for entry in subprotocols:
-        if entry.startswith(BEARER_SUBPROTOCOL_PREFIX) and len(entry) > len(BEARER_SUBPROTOCOL_PREFIX):
-            return entry[len(BEARER_SUBPROTOCOL_PREFIX) :], selected
-    return None, selected
-
-
-# -- client frame payloads -------------------------------------------------------------------------
-
-
-class _Payload(BaseModel):
-    # strict: "true" is not a boolean and 1 is not a message.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _ChatData(_Payload):
-    message: str
-    context: dict[str, Any] | None = None
-    optimization_mode: Mode | None = None
-    swarm_type: str | None = Field(default=None, min_length=1, max_length=128)
-    use_memory: bool | None = None
-    request_id: str | None = Field(default=None, pattern=REQUEST_ID_RE.pattern)
-
-
-class _CommandData(_Payload):
-    command: Literal["cancel", "reset", "history", "swarms", "set", "end"]
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class _ControlData(_Payload):
-    action: Literal["ping", "status"]
-
-
-class _NoArgs(_Payload):
-    pass
-
-
-class _CancelArgs(_Payload):
-    request_id: str | None = Field(default=None, pattern=REQUEST_ID_RE.pattern)
-    all: bool = False
-
-
-class _SetArgs(_Payload):
-    optimization_mode: Mode | None = None
-    swarm_type: str | None = Field(default=None, min_length=1, max_length=128)
-    use_memory: bool | None = None
-
-
-_P = TypeVar("_P", bound=_Payload)
-
-
-def _field(parts: Sequence[object]) -> str:
-    return ".".join(str(p)[:_MAX_FIELD_CHARS] for p in parts)
-
-
-def _invalid(field: str, reason: str) -> OrchestraError:
-    return invalid([{"field": field, "reason": reason}], what="invalid frame")
-
-
-def _validate(model: type[_P], value: Any, prefix: str) -> _P:
-    """Validate a payload; errors name the dotted path from the frame (``data.args.use_memory``)."""
-    try:
-        return model.model_validate(value)
-    except PydanticValidationError as e:
-        raise invalid(pydantic_errors(e, prefix=prefix.split(".")), what="invalid frame") from None
-
-
-# RunRequest field → the name the client used in its chat frame.
-_CHAT_FIELDS = {"message": "data.message", "user_context": "data.context", "run_id": "data.request_id"}
-
-
-def _build_request(fields: dict[str, Any]) -> RunRequest:
-    try:
-        return RunRequest.model_validate(fields)
-    except PydanticValidationError as e:
-        raise invalid(pydantic_errors(e, rename=_CHAT_FIELDS), what="invalid frame") from None
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    # ``"\ud800"`` escapes decode to strings that can never be sent on as UTF-8 (to agents, back to us).
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _parse_timestamp(value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise _invalid("timestamp", "must be an ISO-8601 string")
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        raise _invalid("timestamp", "must be an ISO-8601 string") from None
-
 
 # -- one connection --------------------------------------------------------------------------------
 
@@ -287,7 +141,7 @@ class WsConnection:
         self._max_waiting = max_waiting
         self._max_frame_bytes = max_frame_bytes
         self._cancel_grace_s = cancel_grace_s
-        self._now = now
+        self._frames = ServerFrames(now)
         self._defaults: dict[str, Any] = {
             "optimization_mode": "balanced",
             "swarm_type": None,
@@ -325,7 +179,7 @@ class WsConnection:
     async def open(self) -> None:
         """Send the ``connected`` frame; call right after accepting the socket."""
         await self._send(
-            self._frame(
+            self._frames.frame(
                 "control",
                 {
                     "action": "connected",
@@ -356,10 +210,10 @@ class WsConnection:
         request_id: str | None = None
         try:
             if not await self._admit():
-                request_id = self._peek_request_id(raw)
+                request_id = peek_request_id(raw, self._max_frame_bytes)
                 raise self._rate_limited()
-            frame = self._parse(raw)
-            request_id = self._peek_request_id(frame)
+            frame = parse_frame(raw, self._max_frame_bytes)
+            request_id = peek_request_id(frame, self._max_frame_bytes)
             kind, data = frame["type"], frame["data"]
             if kind == "chat":
                 await self._on_chat(data)
@@ -381,71 +235,10 @@ class WsConnection:
             if not await self._admit():
                 raise self._rate_limited()
             if len(raw) > self._max_frame_bytes:
-                raise self._too_large(len(raw))
-            raise _invalid("<frame>", "binary frames are not supported; send JSON text frames")
+                raise too_large(len(raw), self._max_frame_bytes)
+            raise invalid_field("<frame>", "binary frames are not supported; send JSON text frames")
         except OrchestraError as e:
             await self._send_error(e.to_dict(), None)
-
-    # -- parsing ------------------------------------------------------------------------------------
-
-    def _too_large(self, size: int) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"frame is {size} bytes; at most {self._max_frame_bytes} allowed",
-            details={"field": "<frame>", "max_bytes": self._max_frame_bytes, "bytes": size},
-        )
-
-    def _parse(self, raw: str) -> dict[str, Any]:
-        size = len(raw.encode("utf-8", "surrogatepass"))  # the limit is on bytes, not characters
-        if size > self._max_frame_bytes:
-            raise self._too_large(size)
-        try:
-            frame = json.loads(raw)
-        except ValueError as e:
-            raise _invalid("<frame>", f"not valid JSON: {getattr(e, 'msg', 'parse error')}") from None
-        except RecursionError:
-            raise _invalid("<frame>", "JSON nested too deeply") from None
-        if not isinstance(frame, dict):
-            raise _invalid("<frame>", "must be a JSON object {type, data, timestamp}")
-        try:
-            bad_text = _has_lone_surrogate(frame)
-        except RecursionError:
-            raise _invalid("<frame>", "JSON nested too deeply") from None
-        if bad_text:
-            raise _invalid("<frame>", "contains a lone UTF-16 surrogate (invalid Unicode)")
-        extra = sorted(str(k) for k in frame if k not in _FRAME_KEYS)
-        if extra:
-            raise _invalid(_field([extra[0]]), "unknown field; a frame has only type, data, timestamp")
-        kind = frame.get("type")
-        if kind is None:
-            raise _invalid("type", "field required")
-        if kind == "stream":
-            raise _invalid("type", "stream frames are sent by the server only")
-        if kind not in _CLIENT_TYPES:
-            raise _invalid("type", "must be one of chat, command, control")
-        _parse_timestamp(frame.get("timestamp"))
-        if "data" not in frame:
-            raise _invalid("data", "field required")
-        if not isinstance(frame["data"], dict):
-            raise _invalid("data", "must be a JSON object")
-        return frame
-
-    def _peek_request_id(self, frame: dict[str, Any] | str) -> str | None:
-        """The chat's request id when it is readable, so even a rejected chat's error can be matched."""
-        if isinstance(frame, str):
-            if len(frame) > self._max_frame_bytes:
-                return None
-            try:
-                frame = json.loads(frame)
-            except (ValueError, RecursionError):
-                return None
-        if (
-            not isinstance(frame, dict)
-            or frame.get("type") != "chat"
-            or not isinstance(frame.get("data"), dict)
-        ):
-            return None
-        rid = frame["data"].get("request_id")
-        return rid if isinstance(rid, str) and REQUEST_ID_RE.fullmatch(rid) else None
 
     # -- rate limit ---------------------------------------------------------------------------------
 
@@ -470,16 +263,18 @@ class WsConnection:
     # -- chat ---------------------------------------------------------------------------------------
 
     async def _on_chat(self, data: dict[str, Any]) -> None:
-        chat = _validate(_ChatData, data, "data")
+        chat = validate(ChatData, data, "data")
         request_id = chat.request_id or str(uuid.uuid4())
         if request_id in {c.request_id for c in self._chats()}:
-            raise _invalid("data.request_id", "a chat with this request_id is already waiting or running")
+            raise invalid_field(
+                "data.request_id", "a chat with this request_id is already waiting or running"
+            )
 
         def pick(name: str) -> Any:  # the chat's own field, else the connection default from `set`
             value = getattr(chat, name)
             return self._defaults[name] if value is None else value
 
-        request = _build_request(
+        request = build_request(
             {
                 "message": chat.message,
                 "session_id": self.session_id,
@@ -522,10 +317,15 @@ class WsConnection:
                     raise asyncio.CancelledError
                 stream = events(self.service.stream(chat.request))
                 async for event in stream:
-                    frame = self._event_frame(chat, event)
-                    if frame is None:
+                    if event.run_id != chat.request_id:
                         continue
-                    if not await self._send(frame) or chat.finished:
+                    if isinstance(event, RunCompleted):
+                        chat.finished, chat.outcome = True, "completed"
+                    elif isinstance(event, RunFailed):
+                        chat.finished = True
+                        cancelled_run = event.error.get("code") == RunCancelledError.code
+                        chat.outcome = "cancelled" if cancelled_run else "failed"
+                    if not await self._send(self._frames.event(event)) or chat.finished:
                         return
                 raise InternalError("the run ended without a result", details={"request_id": chat.request_id})
             except asyncio.CancelledError:
@@ -552,31 +352,6 @@ class WsConnection:
             if self._running is chat:
                 self._running = None
             self._start_next()
-
-    def _event_frame(self, chat: _Chat, event: RunEvent) -> dict[str, Any] | None:
-        if event.run_id != chat.request_id:
-            return None
-        if isinstance(event, RunCompleted):
-            chat.finished, chat.outcome = True, "completed"
-            return self._frame(
-                "chat", {**event.result.model_dump(mode="json"), "request_id": chat.request_id}
-            )
-        if isinstance(event, RunFailed):
-            chat.finished = True
-            chat.outcome = "cancelled" if event.error.get("code") == RunCancelledError.code else "failed"
-            return self._error_frame(event.error, chat.request_id)
-        data: dict[str, Any] = {
-            "request_id": chat.request_id,
-            "event": event.event,
-            "agent": event.agent,
-            "role": event.role,
-            "round": event.round,
-        }
-        if isinstance(event, TokenEvent):
-            data["token"] = event.token
-        elif isinstance(event, TurnEnd):
-            data["step"] = event.step.model_dump(mode="json")
-        return self._frame("stream", data)
 
     async def _stop_stream(self, chat: _Chat, stream: AsyncIterator[RunEvent]) -> None:
         """Release the stream; when we stop before the run did, make sure the run stops too."""
@@ -628,10 +403,10 @@ class WsConnection:
     # -- commands -----------------------------------------------------------------------------------
 
     async def _on_command(self, data: dict[str, Any]) -> None:
-        command = _validate(_CommandData, data, "data")
+        command = validate(CommandData, data, "data")
         result: Any
         if command.command == "cancel":
-            args = _validate(_CancelArgs, command.args, "data.args")
+            args = validate(CancelArgs, command.args, "data.args")
             if args.request_id is not None:
                 targets = [c for c in self._chats() if c.request_id == args.request_id]
             elif args.all:
@@ -640,9 +415,9 @@ class WsConnection:
                 targets = [self._running] if self._running else []
             result = {"cancelled": await self._cancel(targets)}
         elif command.command == "set":
-            result = await self._set(_validate(_SetArgs, command.args, "data.args"))
+            result = await self._set(validate(SetArgs, command.args, "data.args"))
         else:
-            _validate(_NoArgs, command.args, "data.args")
+            validate(NoArgs, command.args, "data.args")
             if command.command == "reset":
                 with suppress(NotFoundError):  # nothing to forget yet
                     await self.service.reset_session(self.tenant, self.session_id)
@@ -662,18 +437,18 @@ class WsConnection:
                     raise
                 self.closed_reason, self.close_code = "session ended", CLOSE_NORMAL
                 result = {"ended": True, "session_id": self.session_id, "cancelled": cancelled}
-        await self._send(self._frame("command", {"command": command.command, "result": result}))
+        await self._send(self._frames.frame("command", {"command": command.command, "result": result}))
 
-    async def _set(self, args: _SetArgs) -> dict[str, Any]:
+    async def _set(self, args: SetArgs) -> dict[str, Any]:
         given = args.model_fields_set
         if "swarm_type" in given and args.swarm_type is not None:
             known = sorted(str(t["swarm_type"]) for t in await self._teams())
             if args.swarm_type not in known:
-                raise _invalid("data.args.swarm_type", f"unknown team; must be one of {known}")
+                raise invalid_field("data.args.swarm_type", f"unknown team; must be one of {known}")
         if "optimization_mode" in given and args.optimization_mode is None:
-            raise _invalid("data.args.optimization_mode", "must be one of lite, balanced, quality")
+            raise invalid_field("data.args.optimization_mode", "must be one of lite, balanced, quality")
         if "use_memory" in given and args.use_memory is None:
-            raise _invalid("data.args.use_memory", "must be a boolean")
+            raise invalid_field("data.args.use_memory", "must be a boolean")
         for name in given:  # swarm_type null = let the router choose again
             self._defaults[name] = getattr(args, name)
         return self.defaults
@@ -691,9 +466,9 @@ class WsConnection:
     # -- control ------------------------------------------------------------------------------------
 
     async def _on_control(self, data: dict[str, Any]) -> None:
-        control = _validate(_ControlData, data, "data")
+        control = validate(ControlData, data, "data")
         if control.action == "ping":
-            await self._send(self._frame("control", {"action": "pong"}))
+            await self._send(self._frames.frame("control", {"action": "pong"}))
             return
         status: dict[str, Any] = {
             "action": "status",
@@ -710,26 +485,12 @@ class WsConnection:
                 "remaining": self._last_decision.remaining,
                 "retry_after": round(float(self._last_decision.retry_after_s or 0.0), 3),
             }
-        await self._send(self._frame("control", status))
+        await self._send(self._frames.frame("control", status))
 
     # -- output -------------------------------------------------------------------------------------
 
-    def _frame(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return {"type": kind, "data": data, "timestamp": utc_timestamp(self._now())}
-
-    def _error_frame(self, error: dict[str, Any], request_id: str | None) -> dict[str, Any]:
-        data: dict[str, Any] = {"action": "error"}
-        if request_id is not None:
-            data["request_id"] = request_id
-        data["error"] = {
-            "code": error.get("code", InternalError.code),
-            "message": error.get("message", ""),
-            "details": error.get("details") or {},
-        }
-        return self._frame("control", data)
-
     async def _send_error(self, error: dict[str, Any], request_id: str | None) -> None:
-        await self._send(self._error_frame(error, request_id))
+        await self._send(self._frames.error(error, request_id))
 
     async def _send(self, frame: dict[str, Any]) -> bool:
         """Send one frame; False (and the connection stops its work) when the socket is gone."""
