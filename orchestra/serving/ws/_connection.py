@@ -27,26 +27,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from orchestra._types import IDENTIFIER_RE, MODES
-from orchestra.engine import ChatService, events
-from orchestra.engine._messages import RunCompleted, RunEvent, RunFailed, RunRequest
+from orchestra.engine import ChatService
 from orchestra.errors import (
     InternalError,
     NotFoundError,
     OrchestraError,
     RateLimitError,
-    RunCancelledError,
-    ServiceUnavailableError,
     ValidationError,
 )
 from orchestra.serving._contract import rate_limit_error
+from orchestra.serving.ws._chats import ChatQueue
 from orchestra.serving.ws._frames import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
@@ -73,20 +69,6 @@ __all__ = ["WsConnection"]
 log = logging.getLogger("orchestra.ws")
 
 # -- one connection --------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Chat:
-    request: RunRequest
-    task: asyncio.Task[None] | None = None
-    cancel_requested: bool = False
-    started: bool = False  # its task began (a task cancelled before that never runs its body)
-    finished: bool = False  # its outcome is decided (the terminal event arrived or was synthesised)
-    outcome: Literal["completed", "failed", "cancelled"] | None = None
-
-    @property
-    def request_id(self) -> str:
-        return self.request.run_id
 
 
 def _utcnow() -> datetime:
@@ -138,21 +120,26 @@ class WsConnection:
         self._send_cb = send
         self._limiter = limiter
         self._rate_key = rate_key or f"ws:{tenant}:{client_id}:{uuid.uuid4().hex}"
-        self._max_waiting = max_waiting
         self._max_frame_bytes = max_frame_bytes
-        self._cancel_grace_s = cancel_grace_s
         self._frames = ServerFrames(now)
         self._defaults: dict[str, Any] = {
             "optimization_mode": "balanced",
             "swarm_type": None,
             "use_memory": False,
         }
-        self._running: _Chat | None = None
-        self._waiting: deque[_Chat] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
         self._stopped = False  # no new chats start (ended, closed or socket gone)
         self._gone = False  # sending failed: nothing more is sent
+        self._chats = ChatQueue(
+            service,
+            tenant,
+            send=self._send,
+            frames=self._frames,
+            may_start=lambda: not self._stopped,
+            may_send=lambda: not self._gone,
+            max_waiting=max_waiting,
+            cancel_grace_s=cancel_grace_s,
+        )
         self._last_decision: RateLimitDecision | None = None
 
     # -- state --------------------------------------------------------------------------------------
@@ -164,11 +151,12 @@ class WsConnection:
 
     @property
     def running(self) -> str | None:
-        return self._running.request_id if self._running else None
+        running = self._chats.running
+        return running.request_id if running else None
 
     @property
     def waiting(self) -> list[str]:
-        return [c.request_id for c in self._waiting]
+        return self._chats.waiting
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -194,12 +182,7 @@ class WsConnection:
         """The socket is gone (or about to be): cancel running and waiting chats, wait for their tasks."""
         self.closed_reason = self.closed_reason or "closed"
         self._stopped = True
-        self._waiting.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending)
+        await self._chats.close()
 
     # -- input --------------------------------------------------------------------------------------
 
@@ -265,7 +248,7 @@ class WsConnection:
     async def _on_chat(self, data: dict[str, Any]) -> None:
         chat = validate(ChatData, data, "data")
         request_id = chat.request_id or str(uuid.uuid4())
-        if request_id in {c.request_id for c in self._chats()}:
+        if request_id in {c.request_id for c in self._chats.chats()}:
             raise invalid_field(
                 "data.request_id", "a chat with this request_id is already waiting or running"
             )
@@ -286,119 +269,7 @@ class WsConnection:
                 "run_id": request_id,
             }
         )
-        if self._running is not None and len(self._waiting) >= self._max_waiting:
-            raise ServiceUnavailableError(
-                f"a chat is running and {len(self._waiting)} are waiting on this connection; "
-                f"at most {self._max_waiting} may wait",
-                details={"max_waiting": self._max_waiting, "running": self.running, "waiting": self.waiting},
-            )
-        self._waiting.append(_Chat(request))
-        self._start_next()
-
-    def _chats(self) -> list[_Chat]:
-        return ([self._running] if self._running else []) + list(self._waiting)
-
-    def _start_next(self) -> None:
-        if self._running is not None or self._stopped or not self._waiting:
-            return
-        chat = self._waiting.popleft()
-        self._running = chat
-        task = asyncio.create_task(self._run_chat(chat), name=f"ws-chat-{chat.request_id}")
-        chat.task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_chat(self, chat: _Chat) -> None:
-        chat.started = True
-        stream: AsyncIterator[RunEvent] | None = None
-        try:
-            try:
-                if chat.cancel_requested:  # cancelled before its task first ran
-                    raise asyncio.CancelledError
-                stream = events(self.service.stream(chat.request))
-                async for event in stream:
-                    if event.run_id != chat.request_id:
-                        continue
-                    if isinstance(event, RunCompleted):
-                        chat.finished, chat.outcome = True, "completed"
-                    elif isinstance(event, RunFailed):
-                        chat.finished = True
-                        cancelled_run = event.error.get("code") == RunCancelledError.code
-                        chat.outcome = "cancelled" if cancelled_run else "failed"
-                    if not await self._send(self._frames.event(event)) or chat.finished:
-                        return
-                raise InternalError("the run ended without a result", details={"request_id": chat.request_id})
-            except asyncio.CancelledError:
-                if not chat.cancel_requested or chat.finished or self._gone:
-                    raise
-                # The client's cancel stopped us before the backend reported it: report it as it would.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    current.uncancel()
-                chat.finished, chat.outcome = True, "cancelled"
-                cancelled = RunCancelledError(f"run {chat.request_id} was cancelled")
-                await self._send_error(cancelled.to_dict(), chat.request_id)
-            except OrchestraError as e:
-                chat.finished, chat.outcome = True, "failed"
-                await self._send_error(e.to_dict(), chat.request_id)
-            except Exception:
-                log.exception("websocket chat %s failed", chat.request_id)
-                chat.finished, chat.outcome = True, "failed"
-                error = InternalError("the chat failed unexpectedly", details={"request_id": chat.request_id})
-                await self._send_error(error.to_dict(), chat.request_id)
-        finally:
-            if stream is not None:
-                await self._stop_stream(chat, stream)
-            if self._running is chat:
-                self._running = None
-            self._start_next()
-
-    async def _stop_stream(self, chat: _Chat, stream: AsyncIterator[RunEvent]) -> None:
-        """Release the stream; when we stop before the run did, make sure the run stops too."""
-        try:
-            async with asyncio.timeout(self._cancel_grace_s):
-                if not chat.finished:
-                    with suppress(Exception):
-                        await self.service.cancel(self.tenant, chat.request_id)
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    with suppress(Exception):
-                        await aclose()
-        except TimeoutError:
-            log.warning("stopping websocket chat %s took over %s s", chat.request_id, self._cancel_grace_s)
-
-    async def _cancel(self, targets: list[_Chat]) -> list[str]:
-        """Cancel these chats; each ends with a CANCELLED error frame. Returns the ids really cancelled."""
-        cancelled: list[str] = []
-        dropped = [c for c in self._waiting if c in targets]
-        # Take them off the queue before any await, so none of them starts meanwhile.
-        self._waiting = deque(c for c in self._waiting if c not in dropped)
-        for chat in dropped:
-            chat.cancel_requested, chat.finished, chat.outcome = True, True, "cancelled"
-            error = RunCancelledError(f"run {chat.request_id} was cancelled before it started")
-            await self._send_error(error.to_dict(), chat.request_id)
-            cancelled.append(chat.request_id)
-        running = self._running
-        if running is not None and running in targets and running.task is not None:
-            task = running.task
-            running.cancel_requested = True
-            if not running.finished:
-                try:
-                    stopped = await self.service.cancel(self.tenant, running.request_id)
-                except Exception:
-                    log.warning("backend cancel of %s failed", running.request_id, exc_info=True)
-                    stopped = False
-                if not stopped and not running.finished and running.started:
-                    # Not (yet) known to the backend: stop consuming, which stops the run. A task that
-                    # has not started sees cancel_requested when it does.
-                    task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=self._cancel_grace_s)
-            if not done:
-                task.cancel()
-                await asyncio.wait({task})
-            if running.outcome == "cancelled":
-                cancelled.append(running.request_id)
-        return cancelled
+        self._chats.submit(request)
 
     # -- commands -----------------------------------------------------------------------------------
 
@@ -408,12 +279,13 @@ class WsConnection:
         if command.command == "cancel":
             args = validate(CancelArgs, command.args, "data.args")
             if args.request_id is not None:
-                targets = [c for c in self._chats() if c.request_id == args.request_id]
+                targets = [c for c in self._chats.chats() if c.request_id == args.request_id]
             elif args.all:
-                targets = self._chats()
+                targets = self._chats.chats()
             else:
-                targets = [self._running] if self._running else []
-            result = {"cancelled": await self._cancel(targets)}
+                running = self._chats.running
+                targets = [running] if running else []
+            result = {"cancelled": await self._chats.cancel(targets)}
         elif command.command == "set":
             result = await self._set(validate(SetArgs, command.args, "data.args"))
         else:
@@ -429,7 +301,7 @@ class WsConnection:
             else:  # end
                 self._stopped = True  # no chat may start while we wind down
                 try:
-                    cancelled = await self._cancel(self._chats())
+                    cancelled = await self._chats.cancel(self._chats.chats())
                     with suppress(NotFoundError):  # a session with no turn yet ends all the same
                         await self.service.end_session(self.tenant, self.session_id)
                 except Exception:
@@ -477,7 +349,7 @@ class WsConnection:
             "version": self.version,
             "running": self.running,
             "waiting": self.waiting,
-            "max_waiting": self._max_waiting,
+            "max_waiting": self._chats.max_waiting,
             "defaults": self.defaults,
         }
         if self._limiter is not None and self._last_decision is not None:
@@ -509,8 +381,4 @@ class WsConnection:
         self._gone = self._stopped = True
         self.closed_reason = self.closed_reason or "send failed"
         self.close_code = self.close_code or CLOSE_GOING_AWAY
-        self._waiting.clear()
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:  # the sending chat task stops on its own when _send returns False
-                task.cancel()
+        self._chats.drop()
