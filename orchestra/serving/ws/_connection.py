@@ -44,8 +44,6 @@ from orchestra.errors import (
 from orchestra.serving._contract import rate_limit_error
 from orchestra.serving.ws._chats import ChatQueue
 from orchestra.serving.ws._frames import (
-    CLOSE_GOING_AWAY,
-    CLOSE_NORMAL,
     MAX_FRAME_BYTES,
     MAX_WAITING,
     CancelArgs,
@@ -62,6 +60,7 @@ from orchestra.serving.ws._frames import (
     too_large,
     validate,
 )
+from orchestra.serving.ws._lifecycle import ConnectionState, Lifecycle
 from orchestra.stores import RateLimitDecision, RateLimiter
 
 __all__ = ["WsConnection"]
@@ -115,8 +114,6 @@ class WsConnection:
         self.client_id = client_id
         self.session_id = session_id
         self.version = version
-        self.closed_reason: str | None = None
-        self.close_code: int | None = None
         self._send_cb = send
         self._limiter = limiter
         self._rate_key = rate_key or f"ws:{tenant}:{client_id}:{uuid.uuid4().hex}"
@@ -128,21 +125,34 @@ class WsConnection:
             "use_memory": False,
         }
         self._send_lock = asyncio.Lock()
-        self._stopped = False  # no new chats start (ended, closed or socket gone)
-        self._gone = False  # sending failed: nothing more is sent
+        self._lifecycle = Lifecycle()
         self._chats = ChatQueue(
             service,
             tenant,
             send=self._send,
             frames=self._frames,
-            may_start=lambda: not self._stopped,
-            may_send=lambda: not self._gone,
+            may_start=lambda: self._lifecycle.open,
+            may_send=lambda: self._lifecycle.sending,
             max_waiting=max_waiting,
             cancel_grace_s=cancel_grace_s,
         )
         self._last_decision: RateLimitDecision | None = None
 
     # -- state --------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._lifecycle.state
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the connection stopped: ``session ended``, ``send failed`` or ``closed``; None while open."""
+        return self._lifecycle.closed_reason
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the ingress should close the socket with; None when it need not close it."""
+        return self._lifecycle.close_code
 
     @property
     def should_close(self) -> bool:
@@ -180,15 +190,14 @@ class WsConnection:
 
     async def close(self) -> None:
         """The socket is gone (or about to be): cancel running and waiting chats, wait for their tasks."""
-        self.closed_reason = self.closed_reason or "closed"
-        self._stopped = True
+        self._lifecycle.move(ConnectionState.CLOSED)
         await self._chats.close()
 
     # -- input --------------------------------------------------------------------------------------
 
     async def receive_text(self, raw: str) -> None:
         """Handle one client text frame. Answers through ``send``; never raises for client input."""
-        if self._stopped:
+        if not self._lifecycle.open:
             return
         request_id: str | None = None
         try:
@@ -212,7 +221,7 @@ class WsConnection:
 
     async def receive_bytes(self, raw: bytes) -> None:
         """Binary frames are not part of the protocol: answer with an error frame, stay open."""
-        if self._stopped:
+        if not self._lifecycle.open:
             return
         try:
             if not await self._admit():
@@ -299,15 +308,16 @@ class WsConnection:
             elif command.command == "swarms":
                 result = {"teams": await self._teams(), "modes": list(MODES)}
             else:  # end
-                self._stopped = True  # no chat may start while we wind down
+                self._lifecycle.move(ConnectionState.ENDING)  # no chat may start while we wind down
                 try:
                     cancelled = await self._chats.cancel(self._chats.chats())
                     with suppress(NotFoundError):  # a session with no turn yet ends all the same
                         await self.service.end_session(self.tenant, self.session_id)
                 except Exception:
-                    self._stopped = False  # the client gets the error frame and may try again
+                    # The client gets the error frame and may try again (a gone connection stays gone).
+                    self._lifecycle.move(ConnectionState.OPEN)
                     raise
-                self.closed_reason, self.close_code = "session ended", CLOSE_NORMAL
+                self._lifecycle.move(ConnectionState.ENDED)
                 result = {"ended": True, "session_id": self.session_id, "cancelled": cancelled}
         await self._send(self._frames.frame("command", {"command": command.command, "result": result}))
 
@@ -366,7 +376,7 @@ class WsConnection:
 
     async def _send(self, frame: dict[str, Any]) -> bool:
         """Send one frame; False (and the connection stops its work) when the socket is gone."""
-        if self._gone:
+        if not self._lifecycle.sending:
             return False
         try:
             async with self._send_lock:  # frames never interleave, whichever task sends them
@@ -378,7 +388,5 @@ class WsConnection:
         return True
 
     def _abandon(self) -> None:
-        self._gone = self._stopped = True
-        self.closed_reason = self.closed_reason or "send failed"
-        self.close_code = self.close_code or CLOSE_GOING_AWAY
+        self._lifecycle.move(ConnectionState.GONE)
         self._chats.drop()
