@@ -1,25 +1,6 @@
-"""The WebSocket protocol of spec §7, free of Ray and of any web framework.
-
-``WsConnection`` is one connection's state machine: it is fed the client's frames (``receive_text`` /
-``receive_bytes``) and answers through an async ``send`` callback taking the frame as a dict. The Serve
-ingress wraps a real Starlette WebSocket around it (authenticate, ``open()``, loop on receive, close with
-``close_code`` when ``should_close``, always ``close()`` in ``finally``); tests drive it directly.
-
-The runtime behind it is a ``ChatBackend``: ``EngineBackend`` runs an in-process ``orchestra.Engine``; the
-ingress implements the same protocol over Ray.
-
-Decisions the spec leaves open (also in docs/websocket.md and docs/asyncapi.yaml):
-
-* Every accepted chat ends with exactly one terminal frame: a ``chat`` frame (the answer) or a ``control``
-  error frame carrying its ``request_id``.
-* ``cancel`` without arguments cancels the running chat; ``{"request_id": id}`` cancels that chat whether
-  running or waiting; ``{"all": true}`` cancels the running and every waiting chat. Each cancelled chat ends
-  with an error frame with code ``CANCELLED`` (the engine's own cancellation code), sent *before* the
-  ``command`` result ``{"cancelled": [ids]}``. An unknown id is not an error: it is just not in the list.
-* ``turn_end`` stream frames also carry ``step``: the turn's ``processing_steps`` entry.
-* Oversized frames get a ``PAYLOAD_TOO_LARGE`` error frame and the connection stays open.
-* ``receive_text`` is meant to be awaited by one receive loop, frame after frame; a ``cancel`` or ``end``
-  answers only once the cancelled chats have ended (bounded by ``cancel_grace_s``).
+"""``WsConnection``: one connection. It dispatches each client frame to the chat queue (``_chats``), a
+command or a control action, rate-limits the frames, and keeps the lifecycle (``_lifecycle``): ``open``,
+``close``, ``should_close`` and ``close_code`` for the ingress.
 """
 
 from __future__ import annotations
