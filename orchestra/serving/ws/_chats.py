@@ -75,11 +75,6 @@ class Chat:
         return self._state
 
     @property
-    def started(self) -> bool:
-        """Its task began (a task cancelled before that never runs its body)."""
-        return self._state not in (ChatState.WAITING, ChatState.SCHEDULED)
-
-    @property
     def finished(self) -> bool:
         """Its outcome is decided (the terminal event arrived or was synthesised)."""
         return self._state in _ENDED
@@ -270,9 +265,10 @@ class ChatQueue:
                 except Exception:
                     log.warning("backend cancel of %s failed", running.request_id, exc_info=True)
                     stopped = False
-                if not stopped and not running.finished and running.started:
-                    # Not (yet) known to the backend: stop consuming, which stops the run. A task that
-                    # has not started sees cancel_requested when it does.
+                if not stopped and running.state is ChatState.RUNNING:
+                    # Not (yet) known to the backend: stop consuming, which stops the run. A SCHEDULED
+                    # task must not be cancelled (it would never run its body): it sees cancel_requested
+                    # when it runs.
                     task.cancel()
             done, _ = await asyncio.wait({task}, timeout=self._cancel_grace_s)
             if not done:
