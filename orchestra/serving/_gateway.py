@@ -31,7 +31,7 @@ from orchestra.serving import _contract as api
 from orchestra.serving._auth import ApiKeys, Principal, parse_api_keys_env, require_scope
 from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from orchestra.serving._metrics import Metrics
-from orchestra.serving._ws import (
+from orchestra.serving.ws import (
     CLOSE_AUTH_FAILED,
     CLOSE_INVALID_PATH,
     CLOSE_RATE_LIMITED,
