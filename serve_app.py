@@ -60,6 +60,7 @@ log = logging.getLogger("orchestra.serve")
 DEPLOYMENT_OF_MODE = {mode: f"Mode{mode.capitalize()}" for mode in MODES}
 SERVE_CONFIG = packaged_config("serve.yaml")
 METRICS_ACTOR = "orchestra-metrics"
+APP_NAME = "orchestra"
 
 
 # -- metrics aggregation: one named actor sums the snapshots every replica pushes ----------------------
@@ -464,7 +465,7 @@ def run_server(
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     options = deployment_options(options_path) if options_path else None
-    serve.run(build_app(options, env=env), name="orchestra", route_prefix="/")
+    serve.run(build_app(options, env=env), name=APP_NAME, route_prefix="/")
     stop = threading.Event()
     # Both signals explicitly: a shell starting us in the background makes SIGINT ignored by default.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -476,7 +477,11 @@ def run_server(
             pass
     except KeyboardInterrupt:
         pass
-    print("\nstopping...", flush=True)
+    print("\nstopping: finishing the runs in flight...", flush=True)
+    # Deleting the app first drains it: each replica stops taking requests and finishes the ones it
+    # has (up to its graceful_shutdown_timeout_s, configs/serve.yaml) while the proxy still carries
+    # their answers; serve.shutdown() alone would stop the proxy at once and drop them.
+    serve.delete(APP_NAME)
     serve.shutdown()  # type: ignore[no-untyped-call]
     shutdown_agents(load_config().runtime.namespace)  # detached: they would outlive the app on a cluster
     ray.shutdown()

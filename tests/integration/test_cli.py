@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -108,5 +109,15 @@ def test_orchestra_serve_runs_answers_stops_on_ctrl_c_and_keeps_sessions(tmp_pat
         assert [t["response"] for t in turns] == [first]
         again = httpx.post(f"{url}/chat/v2/chat", json=body, headers=auth, timeout=60)
         assert again.status_code == 200 and again.json()["data"]["execution_mode"].startswith("session:")
+        # Ctrl-C during a run: the server drains it (graceful shutdown) before it exits.
+        long = {"message": "Debate", "swarm_type": "coding-debate", "optimization_mode": "quality"}
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(httpx.post, f"{url}/chat/v2/chat", json=long, headers=auth, timeout=120)
+            time.sleep(0.5)
+            assert not running.done()
+            proc.send_signal(signal.SIGINT)
+            drained = running.result()
+        assert drained.status_code == 200, drained.text
+        assert len(drained.json()["data"]["metadata"]["processing_steps"]) > 4
     finally:
         _stop(proc, port)
