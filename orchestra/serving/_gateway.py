@@ -152,7 +152,13 @@ class Gateway:
         """Register the ``ORCHESTRA_API_KEYS`` once per replica (idempotent) before the first request."""
         if self._bootstrap is None:
             self._bootstrap = asyncio.ensure_future(self._register_env_keys())
-        await self._bootstrap
+        try:
+            await asyncio.shield(self._bootstrap)
+        except OrchestraError:
+            # The store was down: the next request tries again (a failed task would fail them all).
+            if self._bootstrap.done():
+                self._bootstrap = None
+            raise
 
     async def _register_env_keys(self) -> None:
         for key, scopes in parse_api_keys_env(settings().api_keys.get_secret_value()):

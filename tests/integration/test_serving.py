@@ -447,13 +447,35 @@ async def test_redis_outage_is_503_and_degrades_health(
         ready = await client.get("/readiness")
         assert ready.status_code == 503 and ready.json()["ready"] is False
         assert ready.json()["checks"]["database"] is False
+        # A chat cannot be acknowledged without its turn stored: 503, and no turn appears later.
+        chat = await client.post(
+            "/chat/v2/chat",
+            json={"message": "unstored", "optimization_mode": "lite", "session_id": "outage"},
+            headers=h,
+        )
+        check_error(chat, 503, "SERVICE_UNAVAILABLE")
+        assert int(chat.headers["Retry-After"]) >= 1
     finally:
         os.kill(pid, signal.SIGCONT)
-    for _ in range(50):  # and it recovers by itself
-        if (await client.get("/readiness")).status_code == 200:
+    for _ in range(100):  # and it recovers by itself (connections the outage broke are replaced)
+        ready = (await client.get("/readiness")).status_code == 200
+        if ready and (await client.get("/chat/v2/sessions/x", headers=h)).status_code == 404:
             break
         await asyncio.sleep(0.1)
-    assert (await client.get("/chat/v2/sessions/x", headers=h)).status_code == 404
+    # Every replica recovered (one whose first request met the outage used to fail for good).
+    codes = {(await client.get("/chat/v2/sessions/x", headers=h)).status_code for _ in range(20)}
+    assert codes == {404}, codes
+    check_error(await client.get("/chat/v2/sessions/outage", headers=h), 404, "NOT_FOUND")
+    again = await client.post(
+        "/chat/v2/chat",
+        json={"message": "stored", "optimization_mode": "lite", "session_id": "outage"},
+        headers=h,
+    )
+    assert again.status_code == 200
+    after = await client.get("/chat/v2/sessions/outage", headers=h)
+    assert after.status_code == 200, after.text
+    turns = after.json()["data"]["turns"]
+    assert [t["message"] for t in turns] == ["stored"]
 
 
 async def test_use_memory_recalls_the_same_keys_earlier_sessions(
