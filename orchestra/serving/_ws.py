@@ -47,6 +47,7 @@ from orchestra.engine._messages import (
     RunRequest,
     TokenEvent,
     TurnEnd,
+    TurnStart,
 )
 from orchestra.errors import (
     InternalError,
@@ -76,6 +77,7 @@ __all__ = [
     "REQUEST_ID_RE",
     "SUBPROTOCOL",
     "WsConnection",
+    "agent_event_data",
     "handshake_credentials",
 ]
 
@@ -125,6 +127,23 @@ def handshake_credentials(
         if entry.startswith(BEARER_SUBPROTOCOL_PREFIX) and len(entry) > len(BEARER_SUBPROTOCOL_PREFIX):
             return entry[len(BEARER_SUBPROTOCOL_PREFIX) :], selected
     return None, selected
+
+
+def agent_event_data(event: TurnStart | TokenEvent | TurnEnd) -> dict[str, Any]:
+    """One agent's event as on the wire: ``{event, agent, role, round}`` plus ``token`` (token) or
+    ``step`` (turn_end). The ``stream`` frame's data (with its ``request_id``) and the OpenAI-compatible
+    stream's ``orchestra`` field (``orchestra.serving._openai``) are both this."""
+    data: dict[str, Any] = {
+        "event": event.event,
+        "agent": event.agent,
+        "role": event.role,
+        "round": event.round,
+    }
+    if isinstance(event, TokenEvent):
+        data["token"] = event.token
+    elif isinstance(event, TurnEnd):
+        data["step"] = event.step.model_dump(mode="json")
+    return data
 
 
 # -- client frame payloads -------------------------------------------------------------------------
@@ -565,18 +584,7 @@ class WsConnection:
             chat.finished = True
             chat.outcome = "cancelled" if event.error.get("code") == RunCancelledError.code else "failed"
             return self._error_frame(event.error, chat.request_id)
-        data: dict[str, Any] = {
-            "request_id": chat.request_id,
-            "event": event.event,
-            "agent": event.agent,
-            "role": event.role,
-            "round": event.round,
-        }
-        if isinstance(event, TokenEvent):
-            data["token"] = event.token
-        elif isinstance(event, TurnEnd):
-            data["step"] = event.step.model_dump(mode="json")
-        return self._frame("stream", data)
+        return self._frame("stream", {"request_id": chat.request_id, **agent_event_data(event)})
 
     async def _stop_stream(self, chat: _Chat, stream: AsyncIterator[RunEvent]) -> None:
         """Release the stream; when we stop before the run did, make sure the run stops too."""
