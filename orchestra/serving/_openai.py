@@ -127,8 +127,6 @@ IGNORED = (
 )
 """Accepted (and checked as OpenAI checks them) but without effect: each agent's model, temperature and
 length come from the team's configuration and mode, and completions are not stored."""
-METADATA_KEYS = ("session_id", "optimization_mode", "use_memory")
-"""The ``metadata`` keys with a meaning here; any other key is accepted and ignored."""
 
 _MAX_NAME = 128  # how much of a client-chosen name an error message quotes
 

@@ -400,9 +400,8 @@ async def test_a_stream_is_openais_chunks_with_the_agents_namespaced(
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     agents = [c["orchestra"] for c in chunks if "orchestra" in c and c["orchestra"]["event"] != "completed"]
     assert {a["event"] for a in agents} == {"turn_start", "token", "turn_end"}
-    assert all(
-        c["choices"][0]["delta"] == {} for c in chunks if "orchestra" in c
-    )  # standard clients see nothing
+    # an agent's chunk has an empty delta: standard clients see nothing of it
+    assert all(c["choices"][0]["delta"] == {} for c in chunks if "orchestra" in c)
     assert {a["role"] for a in agents} >= {"ideator", "critic", "writer"}
     assert all(a["step"]["agent"] == a["agent"] for a in agents if a["event"] == "turn_end")
     answer = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
