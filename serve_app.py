@@ -412,6 +412,28 @@ class Ingress:
         self._replica_metrics.ensure_started()
         await self._gateway.websocket(ws, client_id, session_id)
 
+    @fastapi_app.get(
+        "/v1/models",
+        summary="OpenAI-compatible: the swarms as models",
+        description="orchestra/<team>[:<mode>] and orchestra/auto[:<mode>]. Errors in OpenAI's error shape.",
+    )
+    async def openai_models(self, request: Request) -> Response:
+        self._replica_metrics.ensure_started()
+        return await self._gateway.openai_models(request, "/v1/models")
+
+    @fastapi_app.post(
+        "/v1/chat/completions",
+        summary="OpenAI-compatible: a chat completion by a swarm",
+        description=(
+            "OpenAI's Chat Completions request and response (stream: server-sent chat.completion.chunk "
+            "events, each agent's turns in the extra field `orchestra`). See the README's "
+            '"OpenAI-compatible API" for the mapping. Errors in OpenAI\'s error shape.'
+        ),
+    )
+    async def openai_chat_completions(self, request: Request) -> Response:
+        self._replica_metrics.ensure_started()
+        return await self._gateway.openai_chat(request, "/v1/chat/completions")
+
 
 # -- building the application -----------------------------------------------------------------------------
 

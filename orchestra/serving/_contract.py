@@ -4,6 +4,7 @@ The Serve ingress calls these helpers so that parsing, version detection, the en
 deprecation headers are defined (and tested) in one place:
 
 - ``check_body_size`` / ``read_body`` → 413 ``PAYLOAD_TOO_LARGE`` for bodies over ``MAX_BODY_BYTES``.
+- ``load_object`` → the body as a JSON object (also for the OpenAI-compatible routes).
 - ``detect_version`` → ``"v1"``/``"v2"`` for the unversioned ``POST /chat/chat``.
 - ``parse_body`` → a validated ``V1ChatRequest`` / ``V2ChatRequest``; every problem is a ``ValidationError``
   whose details are ``{"field", "reason", "errors": [{"field", "reason"}, ...]}``.
@@ -61,6 +62,7 @@ __all__ = [
     "envelope",
     "error_envelope",
     "error_headers",
+    "load_object",
     "new_request_id",
     "parse_body",
     "rate_limit_error",
@@ -228,8 +230,9 @@ def _errors_from_pydantic(e: PydanticValidationError, version: ApiVersion) -> li
     return pydantic_errors(e, explain={"extra_forbidden": unknown})
 
 
-def parse_body(raw: bytes, version: ApiVersion) -> V1ChatRequest | V2ChatRequest:
-    """Parse and validate a chat body for ``version``; every problem is a ``ValidationError`` (400)."""
+def load_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object; empty, invalid JSON or another JSON type is a ``ValidationError`` on
+    ``<body>`` (the input is never echoed)."""
     data = _load_json(raw)
     if not isinstance(data, dict):
         raise _validation(
@@ -237,6 +240,12 @@ def parse_body(raw: bytes, version: ApiVersion) -> V1ChatRequest | V2ChatRequest
             "<body>",
             f"must be a JSON object, got {_json_type(data)}",
         )
+    return data
+
+
+def parse_body(raw: bytes, version: ApiVersion) -> V1ChatRequest | V2ChatRequest:
+    """Parse and validate a chat body for ``version``; every problem is a ``ValidationError`` (400)."""
+    data = load_object(raw)
     model: type[V1ChatRequest] | type[V2ChatRequest] = V2ChatRequest if version == "v2" else V1ChatRequest
     try:
         return model.model_validate(data)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import suppress
 from typing import Any
 
+import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from orchestra.engine import ChatService
+from orchestra.engine import ChatService, RunRequest, TeamInfo
 from orchestra.errors import (
     InternalError,
     NotFoundError,
@@ -28,6 +30,7 @@ from orchestra.errors import (
     ValidationError,
 )
 from orchestra.serving import _contract as api
+from orchestra.serving import _openai as openai_api
 from orchestra.serving._auth import ApiKeys, Principal, parse_api_keys_env, require_scope
 from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from orchestra.serving._metrics import Metrics
@@ -51,6 +54,8 @@ Probe = Callable[[], Awaitable[Any]]
 
 STARTED = time.time()
 PROBE_LIMIT_S = 2.0
+CANCEL_GRACE_S = 5.0
+"""How long a streamed chat whose client left may take to cancel its run and release its stream."""
 
 
 class _Ctx:
@@ -67,6 +72,16 @@ class _Ctx:
 
 
 Handler = Callable[[_Ctx], Awaitable[tuple[Any, int]]]
+ErrorBody = Callable[[OrchestraError, _Ctx], Any]
+"""An error's JSON body: the envelope (native routes) or OpenAI's error shape (/v1 routes)."""
+
+
+def _envelope_error(error: OrchestraError, ctx: _Ctx) -> Any:
+    return api.error_envelope(error, request_id=ctx.request_id, version=ctx.version)
+
+
+def _openai_error(error: OrchestraError, ctx: _Ctx) -> Any:
+    return openai_api.error_body(error)
 
 
 def http_error_response(request: Request, status: int, detail: str) -> Response:
@@ -117,6 +132,7 @@ class Gateway:
         self._probes = probes
         self._version = version
         self._bootstrap: asyncio.Task[None] | None = None
+        self._team_infos: list[TeamInfo] | None = None
 
     @classmethod
     def over_redis(
@@ -178,9 +194,18 @@ class Gateway:
         return principal
 
     async def respond(
-        self, request: Request, endpoint: str, version: api.ApiVersion, handler: Handler
+        self,
+        request: Request,
+        endpoint: str,
+        version: api.ApiVersion,
+        handler: Handler,
+        error_body: ErrorBody = _envelope_error,
     ) -> Response:
-        """Run ``handler`` and answer in the envelope; any error becomes its spec code, never a trace."""
+        """Run ``handler`` and answer in the envelope; any error becomes its spec code, never a trace.
+
+        ``error_body`` renders errors (the envelope unless told otherwise). A streamed response is
+        recorded in the metrics when its body ends, so its duration is the whole stream's.
+        """
         started = time.perf_counter()
         ctx = _Ctx(api.new_request_id(request.headers.get("x-request-id")), version)
         try:
@@ -196,20 +221,33 @@ class Gateway:
                 log.warning("request %s failed: %r", ctx.request_id, error)
             ctx.headers.update(api.error_headers(error))
             status = error.http_status if error.http_status != 499 else 503
-            response = JSONResponse(
-                api.error_envelope(error, request_id=ctx.request_id, version=ctx.version), status_code=status
-            )
+            response = JSONResponse(error_body(error, ctx), status_code=status)
         except Exception:
             log.exception("request %s failed unexpectedly", ctx.request_id)
             internal = InternalError("internal error", details={"request_id": ctx.request_id})
-            response = JSONResponse(
-                api.error_envelope(internal, request_id=ctx.request_id, version=ctx.version), status_code=500
-            )
+            response = JSONResponse(error_body(internal, ctx), status_code=500)
         response.headers.update(ctx.headers)
-        self.metrics.observe_http(
-            request.method, endpoint, response.status_code, time.perf_counter() - started
-        )
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = self._observed(
+                response.body_iterator, request.method, endpoint, response.status_code, started
+            )
+        else:
+            self.metrics.observe_http(
+                request.method, endpoint, response.status_code, time.perf_counter() - started
+            )
         return response
+
+    async def _observed(
+        self, body: AsyncIterable[Any], method: str, endpoint: str, status: int, started: float
+    ) -> AsyncIterator[Any]:
+        try:
+            async for part in body:
+                yield part
+        finally:
+            self.metrics.observe_http(method, endpoint, status, time.perf_counter() - started)
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:  # closed with us, not whenever it is collected
+                await aclose()
 
     # -- chat ----------------------------------------------------------------------------------------
 
@@ -262,6 +300,56 @@ class Gateway:
             return {"session_id": session.session_id, "ended": True, "turns": len(session.turns)}, 200
 
         return await self.respond(request, endpoint, "v2", handle)
+
+    # -- the OpenAI-compatible API (orchestra.serving._openai) ---------------------------------------
+
+    async def openai_models(self, request: Request, endpoint: str) -> Response:
+        """``GET /v1/models``: every team and mode as a model, plus ``orchestra/auto``."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            await self.authorize(request.headers, ctx)
+            if self._team_infos is None:  # the configuration does not change while we run
+                self._team_infos = await self.service.teams()
+            return JSONResponse(openai_api.models_list(self._team_infos, created=int(STARTED))), 200
+
+        return await self.respond(request, endpoint, "v2", handle, _openai_error)
+
+    async def openai_chat(self, request: Request, endpoint: str) -> Response:
+        """``POST /v1/chat/completions``: a chat (``ChatService.run``) or, with ``stream``, server-sent
+        events (``ChatService.stream``), in OpenAI's shapes; errors in OpenAI's error shape."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx)
+            call = openai_api.parse_completion_request(
+                await self._body(request), teams=self._teams, tenant=principal.tenant, run_id=ctx.request_id
+            )
+            if not call.stream:
+                return JSONResponse(openai_api.completion(await self.service.run(call.run), call)), 200
+            stream = await openai_api.open_stream(call, self.service.stream(call.run))
+            sse = self._until_done(stream, call.run)
+            headers = {"Cache-Control": "no-cache"}
+            return StreamingResponse(sse, media_type="text/event-stream", headers=headers), 200
+
+        return await self.respond(request, endpoint, "v2", handle, _openai_error)
+
+    async def _until_done(self, stream: openai_api.CompletionStream, run: RunRequest) -> AsyncIterator[bytes]:
+        """The stream's events; a client that leaves before the end cancels its run, and only its own.
+
+        The clean-up is shielded: the server cancels a response whose client left, and a cancelled scope
+        would cancel every await of the clean-up too.
+        """
+        body = stream.body()
+        try:
+            async for event in body:
+                yield event
+        finally:
+            with anyio.move_on_after(CANCEL_GRACE_S, shield=True):
+                if not stream.finished:
+                    with suppress(Exception):
+                        await self.service.cancel(run.tenant, run.run_id)
+                with suppress(Exception):
+                    await body.aclose()
+                    await stream.aclose()
 
     # -- metrics and health --------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from orchestra.serving.ws._frames import (
     MAX_WAITING,
     REQUEST_ID_RE,
     SUBPROTOCOL,
+    agent_event_data,
     handshake_credentials,
 )
 from orchestra.serving.ws._lifecycle import ConnectionState
@@ -60,5 +61,6 @@ __all__ = [
     "ChatState",
     "ConnectionState",
     "WsConnection",
+    "agent_event_data",
     "handshake_credentials",
 ]

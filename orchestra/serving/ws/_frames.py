@@ -13,7 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from orchestra._types import IDENTIFIER_RE, Mode
-from orchestra.engine._messages import RunCompleted, RunEvent, RunFailed, RunRequest, TokenEvent, TurnEnd
+from orchestra.engine._messages import (
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunRequest,
+    TokenEvent,
+    TurnEnd,
+    TurnStart,
+)
 from orchestra.errors import (
     InternalError,
     OrchestraError,
@@ -43,6 +51,7 @@ __all__ = [
     "NoArgs",
     "ServerFrames",
     "SetArgs",
+    "agent_event_data",
     "build_request",
     "handshake_credentials",
     "invalid_field",
@@ -260,6 +269,23 @@ def peek_request_id(frame: Frame | str, max_bytes: int) -> str | None:
 # -- server frames ---------------------------------------------------------------------------------
 
 
+def agent_event_data(event: TurnStart | TokenEvent | TurnEnd) -> dict[str, Any]:
+    """One agent's event as on the wire: ``{event, agent, role, round}`` plus ``token`` (token) or
+    ``step`` (turn_end). The ``stream`` frame's data (with its ``request_id``) and the OpenAI-compatible
+    stream's ``orchestra`` field (``orchestra.serving._openai``) are both this."""
+    data: dict[str, Any] = {
+        "event": event.event,
+        "agent": event.agent,
+        "role": event.role,
+        "round": event.round,
+    }
+    if isinstance(event, TokenEvent):
+        data["token"] = event.token
+    elif isinstance(event, TurnEnd):
+        data["step"] = event.step.model_dump(mode="json")
+    return data
+
+
 @dataclass(frozen=True)
 class ServerFrames:
     """Builds the frames the server sends, each stamped with ``now()`` (the connection's clock)."""
@@ -288,15 +314,4 @@ class ServerFrames:
             return self.frame("chat", {**event.result.model_dump(mode="json"), "request_id": event.run_id})
         if isinstance(event, RunFailed):
             return self.error(event.error, event.run_id)
-        data: dict[str, Any] = {
-            "request_id": event.run_id,
-            "event": event.event,
-            "agent": event.agent,
-            "role": event.role,
-            "round": event.round,
-        }
-        if isinstance(event, TokenEvent):
-            data["token"] = event.token
-        elif isinstance(event, TurnEnd):
-            data["step"] = event.step.model_dump(mode="json")
-        return self.frame("stream", data)
+        return self.frame("stream", {"request_id": event.run_id, **agent_event_data(event)})
