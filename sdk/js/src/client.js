@@ -9,7 +9,7 @@ import {
   errorFromResponse,
 } from './errors.js';
 import { abortReason, deadline, parseRetryAfter, retryDelayMs, sleep } from './retry.js';
-import { ChatStream, retryRequestId } from './stream.js';
+import { ChatStream } from './stream.js';
 import { openConnection, webSocketClass } from './websocket.js';
 
 export const VERSION = '0.1.0';
@@ -224,9 +224,8 @@ export class AIOrchestra {
     const { body, signal, allow = [], envelope = true } = options;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const maxRetries = options.maxRetries ?? this.maxRetries;
+    const { requestId } = options; // the same on every attempt: one logical request
     for (let attempt = 0; ; attempt++) {
-      const requestId =
-        options.requestId === undefined ? undefined : retryRequestId(options.requestId, attempt);
       try {
         return await this._once(method, path, { body, signal, timeoutMs, requestId, allow, envelope });
       } catch (error) {

@@ -44,7 +44,7 @@ export interface RequestOptions {
   signal?: AbortSignal;
   timeoutMs?: number;
   maxRetries?: number;
-  /** Sent as `X-Request-ID` (1-128 of `[A-Za-z0-9._:-]`); a retry sends `<id>.retry<n>`. */
+  /** Sent as `X-Request-ID`, the same on every retry; must be a UUID (the server replaces anything else). */
   requestId?: string;
 }
 
