@@ -21,7 +21,7 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: any) => WebSocketLike;
 
 export interface ClientOptions {
-  /** Default: `process.env.ORCHESTRA_API_KEY` (Node). */
+  /** Default: `process.env.ORCHESTRA_API_KEY` (Node). `''` sends no key (enough for health, readiness). */
   apiKey?: string;
   /** Default: `process.env.ORCHESTRA_BASE_URL`, then `http://localhost:8000`. */
   baseUrl?: string;

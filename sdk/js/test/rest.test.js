@@ -97,7 +97,7 @@ describe('REST', { skip: LIVE }, () => {
   });
 
   test('health and readiness (no key needed)', async () => {
-    const anonymous = new AIOrchestra({ apiKey: undefined, baseUrl: BASE_URL });
+    const anonymous = new AIOrchestra({ apiKey: '', baseUrl: BASE_URL }); // '': no key
     const health = await anonymous.health();
     assert.equal(health.status, 'healthy');
     assert.ok(Number.isInteger(health.uptime));

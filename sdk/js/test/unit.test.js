@@ -303,7 +303,7 @@ describe('client over a scripted server', () => {
         ? { status: 503, body: { status: 'unhealthy', version: '0.1.0', uptime: 1, components: { orchestra_manager: 'unhealthy' } } }
         : { status: 503, body: { ready: false, checks: { database: true, cache: true, external_services: false } } },
     );
-    const client = new AIOrchestra({ baseUrl: server.url });
+    const client = new AIOrchestra({ apiKey: '', baseUrl: server.url }); // '': no key
     const health = await client.health();
     assert.equal(health.status, 'unhealthy');
     assert.equal(health.components.orchestraManager, 'unhealthy');
