@@ -90,7 +90,7 @@ export class AIOrchestra {
     this._fetch = fetchImpl ?? ((...args) => globalThis.fetch(...args));
     this._WebSocket = webSocketImpl;
     this._sockets = new Map(); // sessionId -> {conn?, opening?}
-    this._closed = false;
+    this._generation = 0; // counts close() calls
     Object.defineProperty(this, 'apiKey', { enumerable: false }); // not in logs of the client
   }
 
@@ -163,16 +163,18 @@ export class AIOrchestra {
     return new ChatStream(this, params);
   }
 
-  /** Close every WebSocket of this client; chats still running on them reject with `ConnectionError`. */
+  /**
+   * Close every WebSocket of this client now; chats still open on them reject with `ConnectionError`
+   * (not retried). A later `streamChat()` opens a new connection.
+   */
   close() {
-    this._closed = true;
+    this._generation += 1;
     for (const entry of this._sockets.values()) entry.conn?.close(1000, 'client closed');
     this._sockets.clear();
   }
 
   /** The open connection of `sessionId`, opened now if there is none (one attempt; callers retry). */
   async _connection(sessionId, signal) {
-    if (this._closed) throw new ConnectionError('the client is closed');
     let entry = this._sockets.get(sessionId);
     if (entry?.conn && !entry.conn.isOpen) {
       this._sockets.delete(sessionId);
@@ -195,9 +197,9 @@ export class AIOrchestra {
         .then(
           (conn) => {
             entry.opening = undefined;
-            if (this._closed || this._sockets.get(sessionId) !== entry) {
-              conn.close(1000, 'client closed');
-              throw new ConnectionError('the client is closed');
+            if (this._sockets.get(sessionId) !== entry) {
+              conn.close(1000, 'client closed'); // close() was called while it opened
+              throw new ConnectionError('the client was closed while the WebSocket opened');
             }
             entry.conn = conn;
             conn.onGone = () => {

@@ -234,7 +234,7 @@ export declare class AIOrchestra {
   readiness(options?: RequestOptions): Promise<Readiness>;
   /** `WS /chat/ws/{clientId}/{sessionId}`: stream one chat. */
   streamChat(params: StreamChatParams): ChatStream;
-  /** Close every WebSocket of this client. */
+  /** Close every WebSocket of this client now; chats still open on them reject with `ConnectionError`. */
   close(): void;
 }
 

@@ -51,6 +51,7 @@ export class ChatStream {
   constructor(client, params = {}) {
     const unknown = Object.keys(params).filter((k) => !KNOWN.has(k));
     this._client = client;
+    this._generation = client._generation; // client.close() ends the chats started before it
     /** The session the chat belongs to (generated when not given). */
     this.sessionId = params.sessionId ?? `js-${randomId()}`;
     this._baseRequestId = params.requestId ?? randomId();
@@ -233,9 +234,10 @@ export class ChatStream {
           return await this._attempt(limit.signal);
         } catch (raw) {
           const error = this._stopped(limit) ?? raw;
+          this._sent = false; // that attempt is over: a cancel() from now on is local
           const delay =
-            this._received || limit.signal.aborted
-              ? undefined
+            this._received || limit.signal.aborted || this._client._generation !== this._generation
+              ? undefined // events delivered, stopped here, or client.close() since it started
               : retryDelayMs(error, attempt, this._maxRetries);
           if (delay === undefined) throw error;
           try {
@@ -296,8 +298,15 @@ export class ChatStream {
           done(undefined, camelize(data));
         },
         onError: (error) => done(error),
-        onClose: (code, reason, cause) => {
-          if (this._received) {
+        onClose: (code, reason, cause, byClient) => {
+          if (byClient) {
+            done(
+              new ConnectionError(`the client closed the connection (${reason}) while chat ${requestId} was open`, {
+                requestId,
+                details: { closeCode: code, closeReason: reason },
+              }),
+            );
+          } else if (this._received) {
             done(
               new StreamInterruptedError(
                 `the WebSocket connection dropped (close code ${code}) while chat ${requestId} was ` +

@@ -166,7 +166,7 @@ export class Connection {
 
   /**
    * Route the frames of chat `requestId` to `listener`:
-   * `{onStream(data), onResult(data), onError(error), onClose(code, reason, cause)}`.
+   * `{onStream(data), onResult(data), onError(error), onClose(code, reason, cause, byClient)}`.
    */
   addChat(requestId, listener) {
     this.chats.set(requestId, listener);
@@ -193,6 +193,7 @@ export class Connection {
     });
   }
 
+  /** Close from this side: chats still on it reject with `ConnectionError` (`byClient`). */
   close(code = 1000, reason = 'client closed') {
     if (this.closed) return;
     try {
@@ -200,7 +201,7 @@ export class Connection {
     } catch {
       // already closing
     }
-    this._onClose(code, reason);
+    this._onClose(code, reason, true);
   }
 
   _takeCommand(entry) {
@@ -228,13 +229,13 @@ export class Connection {
     }
   }
 
-  _onClose(code, reason) {
+  _onClose(code, reason, byClient = false) {
     if (this.closed) return;
     this.closed = true;
     this.closeCode = code;
     clearTimeout(this._idleTimer);
     const cause = this._lastError;
-    for (const [, chat] of [...this.chats]) chat.onClose(code, reason, cause);
+    for (const [, chat] of [...this.chats]) chat.onClose(code, reason, cause, byClient);
     this.chats.clear();
     for (const entry of this.commands.splice(0)) entry.reject(closeError(code, reason, cause));
     this.onGone?.(this);

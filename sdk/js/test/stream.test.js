@@ -271,6 +271,34 @@ describe('streamChat', { skip: LIVE }, () => {
     assert.ok(next.response);
   });
 
+  test('cancel() while reconnecting ends the chat at once; client.close() ends open chats, not retried', async () => {
+    const proxy = await startProxy(BASE_URL);
+    proxies.push(proxy);
+    const c = client({ apiKey: testKey(3), baseUrl: proxy.url });
+    proxy.refuse(100);
+    const waiting = c.streamChat({ message: 'never connects', ...QUICK });
+    await sleep(150); // the first opening failed: the chat waits out its backoff
+    const attempts = proxy.state.wsAttempts;
+    assert.equal(await waiting.cancel(), true);
+    await assert.rejects(waiting, CancelledError);
+    await sleep(1200);
+    assert.equal(proxy.state.wsAttempts, attempts, 'no opening after the cancel');
+    proxy.refuse(0);
+
+    const running = c.streamChat({ message: 'a long debate', ...LONG });
+    await firstToken(running);
+    const opened = proxy.state.wsConnections;
+    c.close();
+    const error = await running.catch((e) => e);
+    assert.ok(error instanceof ConnectionError && !(error instanceof StreamInterruptedError), String(error));
+    assert.match(error.message, /client closed/);
+    await sleep(600);
+    assert.equal(proxy.state.wsConnections, opened, 'not sent again');
+    const after = await c.streamChat({ message: 'after close()', sessionId: running.sessionId, ...QUICK });
+    assert.ok(after.response); // a new connection
+    assert.equal(proxy.state.wsConnections, opened + 1);
+  });
+
   test('browsers: a standard WebSocket gets the key in the bearer.<key> subprotocol', async () => {
     const offered = [];
     const selected = [];
