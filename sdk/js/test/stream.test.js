@@ -206,6 +206,12 @@ describe('streamChat', { skip: LIVE }, () => {
     assert.match(invalid.details.field, /optimization_mode/);
     const team = await client().streamChat({ message: 'x', swarmType: 'no-such-team' }).catch((e) => e);
     assert.ok(team instanceof ValidationError, String(team));
+    // a callback that throws fails the chat with its error (and stops the run)
+    const oops = new Error('my callback broke');
+    const thrown = await client()
+      .streamChat({ message: 'x', ...QUICK, onToken: () => { throw oops; } })
+      .catch((e) => e);
+    assert.equal(thrown, oops);
   });
 
   test('reconnects after the server drops the socket between chats (same session, new connection)', async () => {
