@@ -30,8 +30,8 @@ def node_or_fail() -> str:
     if node is None:
         pytest.fail("node is not installed: the JavaScript SDK needs Node.js >= 20")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    major = int(re.match(r"v(\d+)", version).group(1))  # type: ignore[union-attr]
-    if major < 20:
+    found = re.match(r"v(\d+)", version)
+    if found is None or int(found.group(1)) < 20:
         pytest.fail(f"node {version}: the JavaScript SDK needs Node.js >= 20")
     if not (SDK / "node_modules" / "ws").is_dir():
         pytest.fail("sdk/js has no node_modules: run ./dev test, or npm ci in sdk/js")
@@ -75,6 +75,8 @@ def test_js_sdk_against_the_live_server(serve_app: ServeInfo) -> None:
     report = f"node --test exited {proc.returncode}\n{failures(out)}\n--- end of output ---\n{out[-8000:]}"
     assert proc.returncode == 0, report
     assert re.search(r"^# fail 0$", out, flags=re.M), report
-    assert "# SKIP" not in out, f"live tests were skipped\n{out[-8000:]}"
-    passed = int(re.search(r"^# pass (\d+)$", out, flags=re.M).group(1))  # type: ignore[union-attr]
-    assert passed >= 30, report
+    # Only the comparison with the API document may be skipped: it lives beside the checkout.
+    skipped = [line for line in out.splitlines() if "# SKIP" in line and "original-api-doc.md" not in line]
+    assert not skipped, f"tests were skipped: {skipped}\n{out[-8000:]}"
+    passed = re.search(r"^# pass (\d+)$", out, flags=re.M)
+    assert passed is not None and int(passed.group(1)) >= 30, report
