@@ -53,7 +53,7 @@ from orchestra.engine import KeyedBatcher, load_config, packaged_config, team_in
 from orchestra.serving import _contract as api
 from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
-from orchestra.stores.redis import RedisSessionStore, publish_cancel, redis_client
+from orchestra.stores.redis import RedisSessionStore, RedisTranscriptStore, publish_cancel, redis_client
 
 log = logging.getLogger("orchestra.serve")
 
@@ -210,6 +210,7 @@ class ServeChatService:
         runtime = config.runtime
         self._redis = redis_client()
         self._sessions = RedisSessionStore(self._redis, runtime.session_ttl_s)
+        self._transcripts = RedisTranscriptStore(self._redis, runtime.transcript_ttl_s)
         # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
         by_ref = not runtime.serve_grpc_handles
         self._streams = {m: h.options(stream=True, _by_reference=by_ref) for m, h in modes.items()}
@@ -276,8 +277,10 @@ class ServeChatService:
         return _found(await self._sessions.end(tenant, session_id), session_id)
 
     async def transcript(self, tenant: str, run_id: str) -> Transcript:
-        # Transcripts stay with the coordinator that ran the run (not yet in the store).
-        raise NotFoundError(f"no run {run_id!r} (transcripts are kept by the coordinator that ran it)")
+        found = await self._transcripts.get(tenant, run_id)
+        if found is None:
+            raise NotFoundError(f"no run {run_id!r}")
+        return Transcript.model_validate_json(found)
 
     async def teams(self) -> list[TeamInfo]:
         return team_infos(self.config, self.config.resolved_provider())

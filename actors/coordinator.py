@@ -25,8 +25,13 @@ import ray
 from orchestra import ChatResult, OrchestraConfig, OrchestraError, RunRequest, settings
 from orchestra.engine import Engine
 from orchestra.providers import make_provider
-from orchestra.stores import InMemoryMemoryStore, InMemorySessionStore, MemoryStore, SessionStore
-from orchestra.stores.redis import RedisMemoryStore, RedisSessionStore, listen_cancels, redis_client
+from orchestra.stores.redis import (
+    RedisMemoryStore,
+    RedisSessionStore,
+    RedisTranscriptStore,
+    listen_cancels,
+    redis_client,
+)
 
 from .agent import AgentActor
 from .runtime import RayRuntime
@@ -42,15 +47,24 @@ def agent_actor_name(team: str, instance: str) -> str:
     return f"{AGENT_PREFIX}{team}-{instance}"
 
 
-def _stores(config: OrchestraConfig) -> tuple[SessionStore, MemoryStore, Any]:
-    """Sessions and long-term memory in Redis (shared by every process, kept across restarts) when
-    ORCHESTRA_REDIS_URL is set, else in this process; and the Redis client (None without one)."""
+def _engine(config: OrchestraConfig, runtime: RayRuntime) -> tuple[Engine, Any]:
+    """The engine over sessions, memory and transcripts in Redis (shared by every process, kept across
+    restarts) when ORCHESTRA_REDIS_URL is set, else in this process; and the Redis client (or None)."""
     url = settings().redis_url
-    ttl = config.runtime.session_ttl_s
+    rt = config.runtime
+    provider = config.resolved_provider()
     if not url:
-        return InMemorySessionStore(ttl), InMemoryMemoryStore(), None
+        return Engine(config, runtime, provider), None
     redis = redis_client(url)
-    return RedisSessionStore(redis, ttl), RedisMemoryStore(redis), redis
+    engine = Engine(
+        config,
+        runtime,
+        provider,
+        sessions=RedisSessionStore(redis, rt.session_ttl_s),
+        memory=RedisMemoryStore(redis),
+        transcripts=RedisTranscriptStore(redis, rt.transcript_ttl_s),
+    )
+    return engine, redis
 
 
 class Coordinator:
@@ -60,10 +74,7 @@ class Coordinator:
         self._env = env
         self.provider_label = make_provider(config).name  # fails here, at start-up, on a bad provider
         self.runtime = RayRuntime(config, self._make_agent)
-        sessions, memory, self._redis = _stores(config)
-        self.engine = Engine(
-            config, self.runtime, config.resolved_provider(), sessions=sessions, memory=memory
-        )
+        self.engine, self._redis = _engine(config, self.runtime)
         self._background: list[asyncio.Task[None]] = []
 
     def _make_agent(self, team: str, instance: str, agent_name: str) -> Any:

@@ -239,7 +239,10 @@ class RuntimeConfig(FrozenModel):
         default=1800.0, gt=0, description="Idle sessions end after this many seconds."
     )
     transcripts_kept: int = Field(
-        default=1000, ge=0, description="Finished runs kept for transcript inspection."
+        default=1000, ge=0, description="Finished runs kept for transcript inspection (in one process)."
+    )
+    transcript_ttl_s: float = Field(
+        default=3600.0, gt=0, description="How long the shared store keeps a finished run's transcript."
     )
 
 

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
@@ -48,6 +47,7 @@ from orchestra.errors import (
 )
 from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
+from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
 
 __all__ = ["Engine", "parse_run_request", "team_infos"]
 
@@ -147,17 +147,20 @@ class Engine:
         *,
         sessions: SessionStore | None = None,
         memory: MemoryStore | None = None,
+        transcripts: TranscriptStore | None = None,
     ) -> None:
-        """``sessions`` and ``memory`` default to in-process stores (one-process use)."""
+        """The stores default to in-process ones (one-process use)."""
         self.config = config
         self.sessions: SessionStore = sessions or InMemorySessionStore(config.runtime.session_ttl_s)
         self.memory: MemoryStore = memory or InMemoryMemoryStore()
+        self.transcripts: TranscriptStore = transcripts or InMemoryTranscriptStore(
+            config.runtime.transcripts_kept
+        )
         self.runtime = runtime
         self.provider = provider
         self._locks = _SessionLocks()
         self._running: dict[str, tuple[str, asyncio.Task[ChatResult]]] = {}
         self._cancelled: set[str] = set()
-        self._transcripts: OrderedDict[str, Transcript] = OrderedDict()
 
     # -- introspection -----------------------------------------------------------------------------
 
@@ -168,10 +171,10 @@ class Engine:
         return [rid for rid, (owner, _) in self._running.items() if tenant is None or owner == tenant]
 
     async def transcript(self, tenant: str, run_id: str) -> Transcript:
-        t = self._transcripts.get(run_id)
-        if t is None or t.tenant != tenant:
+        found = await self.transcripts.get(tenant, run_id)
+        if found is None:
             raise NotFoundError(f"no run {run_id!r}")
-        return t
+        return Transcript.model_validate_json(found)
 
     async def session(self, tenant: str, session_id: str) -> Session:
         return _found(await self.sessions.get(tenant, session_id), session_id)
@@ -301,7 +304,7 @@ class Engine:
                 log.exception("run %s failed unexpectedly", request.run_id)
                 error = InternalError("the swarm run failed unexpectedly", details={"run_id": request.run_id})
             finally:
-                self._keep_transcript(request, session_id, team, outcome, team_run.steps, error)
+                await self._keep_transcript(request, session_id, team, outcome, team_run.steps, error)
             if error is not None:
                 raise error
             steps = [s.step() for s in team_run.steps]
@@ -343,7 +346,7 @@ class Engine:
                 sink(RunCompleted(run_id=request.run_id, result=result))
             return result
 
-    def _keep_transcript(
+    async def _keep_transcript(
         self,
         request: RunRequest,
         session_id: str,
@@ -352,9 +355,7 @@ class Engine:
         turns: list[TurnResult],
         error: OrchestraError | None,
     ) -> None:
-        if self.config.runtime.transcripts_kept == 0:
-            return
-        self._transcripts[request.run_id] = Transcript(
+        transcript = Transcript(
             run_id=request.run_id,
             session_id=session_id,
             tenant=request.tenant,
@@ -377,8 +378,10 @@ class Engine:
             ],
             error=error.to_dict() if error else None,
         )
-        while len(self._transcripts) > self.config.runtime.transcripts_kept:
-            self._transcripts.popitem(last=False)
+        try:
+            await self.transcripts.put(request.tenant, request.run_id, transcript.model_dump_json())
+        except OrchestraError as e:  # for inspection only: a store outage must not fail the chat
+            log.warning("transcript of run %s not kept: %r", request.run_id, e)
 
     async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
         """The run's events in batches (all that are ready), ending with RunCompleted or RunFailed.

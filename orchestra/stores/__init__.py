@@ -4,7 +4,8 @@ implementations are in ``orchestra.stores.redis``.
 - ``SessionStore``: sessions and their turns (``InMemorySessionStore``);
 - ``MemoryStore``: long-term memory for ``use_memory`` (``InMemoryMemoryStore``, ``RedisMemoryStore``);
 - ``KeyStore``: API key records, hashes only (``InMemoryKeyStore``, ``RedisKeyStore``);
-- ``RateLimiter``: token buckets per key (``LocalTokenBucket``, ``RedisTokenBucket``).
+- ``RateLimiter``: token buckets per key (``LocalTokenBucket``, ``RedisTokenBucket``);
+- ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``).
 """
 
 from orchestra.stores._keys import SCOPES, ApiKeyRecord, InMemoryKeyStore, KeyStore
@@ -20,6 +21,7 @@ from orchestra.stores._ratelimit import (
     RateLimiter,
 )
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
+from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -32,6 +34,7 @@ __all__ = [
     "InMemoryKeyStore",
     "InMemoryMemoryStore",
     "InMemorySessionStore",
+    "InMemoryTranscriptStore",
     "KeyStore",
     "LocalTokenBucket",
     "MemoryItem",
@@ -41,5 +44,6 @@ __all__ = [
     "Session",
     "SessionStore",
     "SessionTurn",
+    "TranscriptStore",
     "relevance",
 ]

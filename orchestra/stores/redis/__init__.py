@@ -7,12 +7,14 @@ from orchestra.stores.redis._keys import RedisKeyStore
 from orchestra.stores.redis._memory import RedisMemoryStore
 from orchestra.stores.redis._ratelimit import RedisTokenBucket
 from orchestra.stores.redis._sessions import RedisSessionStore
+from orchestra.stores.redis._transcripts import RedisTranscriptStore
 
 __all__ = [
     "RedisKeyStore",
     "RedisMemoryStore",
     "RedisSessionStore",
     "RedisTokenBucket",
+    "RedisTranscriptStore",
     "listen_cancels",
     "publish_cancel",
     "redis_client",

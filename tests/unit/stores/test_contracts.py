@@ -18,14 +18,22 @@ from orchestra.stores import (
     InMemoryKeyStore,
     InMemoryMemoryStore,
     InMemorySessionStore,
+    InMemoryTranscriptStore,
     KeyStore,
     LocalTokenBucket,
     MemoryStore,
     RateLimiter,
     SessionStore,
     SessionTurn,
+    TranscriptStore,
 )
-from orchestra.stores.redis import RedisKeyStore, RedisMemoryStore, RedisSessionStore, RedisTokenBucket
+from orchestra.stores.redis import (
+    RedisKeyStore,
+    RedisMemoryStore,
+    RedisSessionStore,
+    RedisTokenBucket,
+    RedisTranscriptStore,
+)
 
 
 def _turn(run_id: str) -> SessionTurn:
@@ -199,3 +207,25 @@ async def test_an_idle_session_is_ended_once_however_many_replicas_sweep(redis_s
     assert await stores[0].end("t", "s0") is None and await stores[0].count() == 0
     for client in clients:
         await client.aclose()
+
+
+# -- transcripts -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def transcript_store(request: pytest.FixtureRequest) -> AsyncIterator[TranscriptStore]:
+    if request.param == "memory":
+        yield InMemoryTranscriptStore(max_kept=2)
+    else:
+        client = await _fresh_redis(request)
+        yield RedisTranscriptStore(client, ttl_s=60)
+        await client.aclose()
+
+
+async def test_transcripts_are_per_tenant_and_replaced(transcript_store: TranscriptStore) -> None:
+    assert isinstance(transcript_store, TranscriptStore)
+    await transcript_store.put("alice", "r1", '{"v": 1}')
+    await transcript_store.put("alice", "r1", '{"v": 2}')
+    assert await transcript_store.get("alice", "r1") == '{"v": 2}'
+    assert await transcript_store.get("bob", "r1") is None
+    assert await transcript_store.get("alice", "r2") is None
