@@ -116,13 +116,22 @@ async def test_stream_through_ray(orchestra_handle: Any) -> None:
     assert {(x.agent, x.round): x.text for x in transcript.entries} == texts
 
 
-async def test_a_streamed_run_ends_in_one_item_per_hop(orchestra_handle: Any) -> None:
+async def test_a_streamed_run_ends_in_one_item_per_hop(
+    orchestra_handle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Every stream item costs a Ray round on both sides: the agent's result travels with its last
-    # events, and the orchestrator's RunCompleted with the last turn's TurnEnd.
-    request = orchestra.engine.parse_run_request(
-        {"message": "Write a haiku", "swarm_type": "research-team", "optimization_mode": "lite"}
-    )
-    batches = [b async for b in orchestra_handle.service.stream(request)]
+    # events, and (with in-process stores, where storing the turn does not wait) the orchestrator's
+    # RunCompleted with the last turn's TurnEnd. With a shared store the turn is stored before the answer
+    # is sent, which costs one item more: an answer is never sent for a turn that was not stored.
+    monkeypatch.delenv("ORCHESTRA_REDIS_URL", raising=False)
+    handle = orchestra.connect(config=orchestra_handle.config, namespace="orchestra-hops")
+    try:
+        request = orchestra.engine.parse_run_request(
+            {"message": "Write a haiku", "swarm_type": "research-team", "optimization_mode": "lite"}
+        )
+        batches = [b async for b in handle.service.stream(request)]
+    finally:
+        handle.shutdown()
     assert isinstance(batches[-1][-1], RunCompleted) and isinstance(batches[-1][-2], TurnEnd)
     assert sum(isinstance(e, RunCompleted) for b in batches for e in b) == 1
 
