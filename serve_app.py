@@ -412,7 +412,7 @@ class Ingress:
         self._replica_metrics.ensure_started()
         await self._gateway.websocket(ws, client_id, session_id)
 
-    @fastapi_app.get("/", summary="Links to the playground and the API docs (no auth)", include_in_schema=False)
+    @fastapi_app.get("/", summary="Links to the playground and the API docs", include_in_schema=False)
     async def index(self) -> Response:
         return index_page(orchestra.__version__)
 

@@ -54,6 +54,7 @@ function takeKeyFromFragment() {
     sessionStorage.setItem(KEY_STORAGE, key);
     history.replaceState(null, '', location.pathname + location.search); // clear the fragment
   }
+  return key;
 }
 
 function randomId(prefix) {
@@ -237,10 +238,14 @@ function lane(event) {
   role.textContent = event.role;
   h.append(name, role);
   el.append(h);
-  // The judge's lane stays last, whenever the other lanes appear.
-  const firstJudge = ui.lanes.querySelector('.lane.judge');
-  if (!judge && firstJudge) ui.lanes.insertBefore(el, firstJudge);
-  else ui.lanes.append(el);
+  // Lanes in a stable order (coder-1, coder-2, ...) whenever they appear; the judge's lane stays last.
+  const rank = (lane) => [lane.dataset.role === 'judge' ? 1 : 0, lane.dataset.agent];
+  const [r, a] = rank(el);
+  const next = [...ui.lanes.children].find((other) => {
+    const [or, oa] = rank(other);
+    return or > r || (or === r && oa.localeCompare(a, undefined, { numeric: true }) > 0);
+  });
+  ui.lanes.insertBefore(el, next ?? null);
   return el;
 }
 
@@ -253,8 +258,8 @@ function turnText(event, pattern) {
     turn.dataset.round = String(event.round);
     const label = document.createElement('div');
     label.className = 'label';
-    const word = event.role === 'judge' ? 'verdict' : pattern === 'review_loop' ? 'iteration' : 'round';
-    label.textContent = `${word} ${event.round}`;
+    const word = pattern === 'review_loop' ? 'iteration' : 'round';
+    label.textContent = event.role === 'judge' ? 'verdict' : `${word} ${event.round}`;
     const text = document.createElement('p');
     text.className = 'text';
     turn.append(label, text);
@@ -430,6 +435,15 @@ ui.sessionId.addEventListener('change', () => {
 });
 ui.team.addEventListener('change', describeTeam);
 ui.mode.addEventListener('change', describeTeam);
+
+// A #key= link opened in a tab already showing the page changes only the fragment: connect with it too.
+window.addEventListener('hashchange', () => {
+  const key = takeKeyFromFragment();
+  if (key) {
+    ui.key.value = key;
+    connect(key);
+  }
+});
 
 takeKeyFromFragment();
 setSession(sessionStorage.getItem(SESSION_STORAGE) || randomId('pg'));
