@@ -9,7 +9,7 @@ from the folders beside the package.
 
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
@@ -39,10 +39,14 @@ _HEADERS = {
 
 
 def _folder(package: str, checkout: Path) -> Path:
+    # A folder without __init__.py is a namespace package: its spec lists where it is (str() of
+    # importlib.resources.files() would be a MultiplexedPath's repr, not a path).
     try:
-        return Path(str(resources.files(package)))
+        spec = importlib.util.find_spec(package)
     except ModuleNotFoundError:
-        return checkout
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else checkout
 
 
 def web_root() -> Path:

@@ -47,3 +47,16 @@ def test_anything_else_is_not_found(path: str) -> None:
 def test_the_index_links_to_the_playground() -> None:
     body = bytes(index_page("9.9.9").body).decode()
     assert 'href="/playground"' in body and "9.9.9" in body
+
+
+def test_the_wheel_ships_the_page_and_the_sdk_modules() -> None:
+    import tomllib
+    from pathlib import Path
+
+    setuptools = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]
+    assert setuptools["package-dir"]["orchestra.web"] == "web"
+    assert setuptools["package-dir"]["orchestra.web.sdk"] == "sdk/js/src"
+    assert {"*.html", "*.js", "*.css"} <= set(setuptools["package-data"]["orchestra.web"])
+    assert "*.js" in setuptools["package-data"]["orchestra.web.sdk"]
