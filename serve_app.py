@@ -53,6 +53,7 @@ from orchestra.engine import KeyedBatcher, load_config, packaged_config, team_in
 from orchestra.serving import _contract as api
 from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
+from orchestra.serving._static import index_page, playground_file
 from orchestra.stores.redis import RedisSessionStore, RedisTranscriptStore, publish_cancel, redis_client
 
 log = logging.getLogger("orchestra.serve")
@@ -436,6 +437,18 @@ class Ingress:
     async def openai_chat_completions(self, request: Request) -> Response:
         self._replica_metrics.ensure_started()
         return await self._gateway.openai_chat(request, "/v1/chat/completions")
+
+    @fastapi_app.get("/", summary="Links to the playground and the API docs", include_in_schema=False)
+    async def index(self) -> Response:
+        return index_page(orchestra.__version__)
+
+    @fastapi_app.get("/playground", summary="The live playground page (no auth; the page asks for a key)")
+    async def playground(self) -> Response:
+        return playground_file("index.html")
+
+    @fastapi_app.get("/playground/{path:path}", summary="The playground's files and the JS SDK's modules")
+    async def playground_files(self, path: str) -> Response:
+        return playground_file(path)
 
 
 # -- building the application -----------------------------------------------------------------------------

@@ -164,6 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
         def ready() -> None:
             print(f"\nAI Orchestra is serving at {url}  (API docs: {url}/docs)")
             print(f"development key (chat, metrics, admin; stored in {data_dir / 'dev-key'}): {key}")
+            # The key rides in the fragment, which browsers never send: the page keeps it in the tab.
+            print(f"playground:  {url}/playground#key={key}")
             print(f"try:  curl -s {url}/chat/v2/chat -H 'Authorization: Bearer {key}' \\")
             body = '{"message": "Write a haiku about actors"}'
             print(f"        -H 'Content-Type: application/json' -d '{body}'", flush=True)

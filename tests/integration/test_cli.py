@@ -33,14 +33,16 @@ def test_serve_yaml_is_a_serve_config_for_this_app() -> None:
         assert d.autoscaling_config["min_replicas"] >= 1
 
 
-def _serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
-    """`orchestra serve` as the README runs it, in tmp_path (its data lands in tmp_path/.orchestra)."""
+def _serve(tmp_path: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`orchestra serve` as the README runs it, in tmp_path (its data lands in tmp_path/.orchestra);
+    ``extra_env`` on top (e.g. a slower scripted model)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("RAY_ADDRESS", "ORCHESTRA_REDIS_URL", "ORCHESTRA_API_KEYS", "ORCHESTRA_CONFIG")
     }
     env["ORCHESTRA_SCRIPTED_LATENCY_S"] = "0.01"
+    env.update(extra_env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "orchestra.cli", "serve", "--port", str(port), "--address", "local"],
         cwd=tmp_path,
