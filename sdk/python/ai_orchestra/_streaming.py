@@ -301,12 +301,14 @@ class Connection:
         if self._lost is not None:
             return
         self._lost = _Lost(error)
-        for queue in self._chats.values():
-            queue.put_nowait(self._lost)
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_exception(error)
+        # From abort() this may run outside the connection's loop, even after it closed: then nobody waits.
+        with suppress(RuntimeError):
+            for queue in self._chats.values():
+                queue.put_nowait(self._lost)
+            while self._waiters:
+                future = self._waiters.popleft()
+                if not future.done():
+                    future.set_exception(error)
 
     def _dispatch(self, raw: str | bytes) -> None:
         try:
@@ -551,6 +553,7 @@ class ChatStream(Generic[T]):
             while not self._finished:
                 if self._queue is None:
                     await self._start()
+                    continue  # it may have been cancelled meanwhile
                 event = await self._handle(await self._get())
                 if event is not None:
                     return event
@@ -575,6 +578,8 @@ class ChatStream(Generic[T]):
                 )
                 continue
             self._connection, self._queue = connection, queue
+            if self._finished:  # cancel() or aclose() came while it was being sent
+                connection.cancel_soon(self.request_id)
             return
 
     async def _get(self) -> dict[str, Any] | _Lost:
