@@ -372,6 +372,22 @@ async def test_reconnects_after_the_socket_drops_between_chats(serve_app: ServeI
     await close(client)
 
 
+def test_the_blocking_client_streams_under_successive_event_loops(serve_app: ServeInfo) -> None:
+    """``Client.stream_chat`` from plain code, one ``asyncio.run`` after another: the connection the first
+    loop opened is dropped with that loop and the second opens its own."""
+    sid = session_id()
+    with sync_client(serve_app, SOCKETS) as client:
+
+        async def stream(message: str) -> str:
+            return "".join([t async for t in client.stream_chat(message=message, session_id=sid)])
+
+        first = asyncio.run(stream("First"))
+        loop_one = client._streams.connection_of(sid)
+        second = asyncio.run(stream("Second"))
+        assert first and second and client._streams.connection_of(sid) is not loop_one
+        assert len(client.get_session(sid).turns) == 2
+
+
 async def test_a_stream_dropped_midway_raises_stream_interrupted(serve_app: ServeInfo) -> None:
     client = async_client(serve_app, SOCKETS)
     sid = session_id()
