@@ -57,9 +57,11 @@ T = TypeVar("T")
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 DEFAULT_BASE_URL = "http://localhost:8000"
+"""Where the clients look when neither ``base_url`` nor ``$ORCHESTRA_BASE_URL`` is given."""
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 """Ten minutes to answer (a ``quality`` run may take its full 300 s deadline), five to connect."""
 DEFAULT_MAX_RETRIES = 2
+"""Retries after the first attempt of a call (so at most three attempts)."""
 USER_AGENT = f"ai-orchestra-python/{__version__}"
 
 Step: TypeAlias = httpx.Request | float
