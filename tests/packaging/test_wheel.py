@@ -148,7 +148,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
                 timeout=600,
             )
         )
-        (wheel,) = dist.glob("ai_orchestra-*.whl")
+        (wheel,) = dist.glob("ai_orchestra_server-*.whl")
         # Ray and the rest from pip's cache (or PyPI): minutes on a cold cache.
         checked(run([python, "-m", "pip", "install", "--quiet", wheel], cwd=root, env=env, timeout=1800))
         shutil.rmtree(src)
