@@ -243,7 +243,8 @@ class Engine:
         tenant = request.tenant
         session_id = request.session_id or uuid.uuid4().hex
         async with self._locks.hold((tenant, session_id)):  # a session's turns run in order
-            existing = await self.sessions.get(tenant, session_id)
+            # Only the turns the agents' history can use: a long session is not read whole every turn.
+            existing = await self.sessions.get(tenant, session_id, last=self.config.runtime.history_turns)
             if request.swarm_type is not None:
                 team, execution_mode = request.swarm_type, request.swarm_type
             elif existing is not None and existing.swarm_type is not None:

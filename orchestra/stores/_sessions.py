@@ -40,8 +40,9 @@ class Session(BaseModel):
 class SessionStore(Protocol):
     """Where sessions live. Every method may raise ``ServiceUnavailableError`` for a shared store."""
 
-    async def get(self, tenant: str, session_id: str) -> Session | None:
-        """The session (a copy the caller may keep), or None when there is none or it expired."""
+    async def get(self, tenant: str, session_id: str, *, last: int | None = None) -> Session | None:
+        """The session (a copy the caller may keep), or None when there is none or it expired; with
+        ``last``, only its latest ``last`` turns (what a chat's history needs: not the whole session)."""
         ...
 
     async def append(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
@@ -76,10 +77,13 @@ class InMemorySessionStore:
         self._clock = clock
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
 
-    async def get(self, tenant: str, session_id: str) -> Session | None:
+    async def get(self, tenant: str, session_id: str, *, last: int | None = None) -> Session | None:
         await self.expire()
         session = self._sessions.get((tenant, session_id))
-        return None if session is None else session.model_copy(deep=True)
+        if session is None:
+            return None
+        turns = session.turns if last is None else session.turns[max(0, len(session.turns) - last) :]
+        return session.model_copy(update={"turns": list(turns)})  # turns are frozen: sharing them is safe
 
     async def append(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
         await self.expire()

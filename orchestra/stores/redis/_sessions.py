@@ -84,12 +84,14 @@ class RedisSessionStore:
             turns=[SessionTurn.model_validate_json(_text(t)) for t in turns],
         )
 
-    async def get(self, tenant: str, session_id: str) -> Session | None:
+    async def get(self, tenant: str, session_id: str, *, last: int | None = None) -> Session | None:
         _, meta, turns = self._keys(tenant, session_id)
         async with unavailable("session store", self._timeout_s), self._redis.pipeline(False) as pipe:
             pipe.hgetall(meta)
-            pipe.lrange(turns, 0, -1)
-            found, listed = await pipe.execute()
+            if last != 0:
+                pipe.lrange(turns, 0 if last is None else -last, -1)
+            replies = await pipe.execute()
+        found, listed = replies[0], replies[1] if last != 0 else []
         session = self._session(tenant, session_id, found, listed)
         if session is not None and session.last_active <= self._clock() - self._ttl:
             return None  # idle past its TTL: ended, whether or not a sweep has removed it yet

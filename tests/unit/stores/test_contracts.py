@@ -101,6 +101,10 @@ async def test_sessions_keep_the_latest_turns_and_hand_out_copies(
     session.turns.clear()  # the caller's copy, not the store's
     again = await store.get("t", "s")
     assert again is not None and len(again.turns) == 3
+    latest = await store.get("t", "s", last=2)
+    assert latest is not None and [t.run_id for t in latest.turns] == ["3", "4"]
+    none = await store.get("t", "s", last=0)
+    assert none is not None and none.turns == [] and none.swarm_type == "coding-team"
 
 
 # -- API keys --------------------------------------------------------------------------------------
