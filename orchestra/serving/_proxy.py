@@ -9,14 +9,16 @@ the Ray nodes (``orchestra serve`` and the test fixtures set it before Ray start
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestra.serving._contract import new_request_id
+from orchestra.errors import ServiceUnavailableError
+from orchestra.serving._contract import error_envelope, error_headers, new_request_id
 
-__all__ = ["PROXY_CALLBACK", "RequestIdNormalizer", "middlewares"]
+__all__ = ["PROXY_CALLBACK", "ProxyErrorsInTheEnvelope", "RequestIdNormalizer", "middlewares"]
 
 PROXY_CALLBACK = "orchestra.serving._proxy:middlewares"
 _HEADER = b"x-request-id"
@@ -39,6 +41,46 @@ class RequestIdNormalizer:
         await self._app(scope, receive, send)
 
 
+class ProxyErrorsInTheEnvelope:
+    """A 5xx the proxy makes itself (the replica that had the request died, none is available yet) is
+    plain text; clients get the spec's envelope instead: 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``
+    and the request id. Answers of the application (JSON, or event streams) pass untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        replaced = False
+
+        async def guarded(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] >= 500:
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                if not headers.get(b"content-type", b"").startswith(b"application/json"):
+                    replaced = True
+                    await self._replace(scope, headers, send)
+                    return
+            if not replaced:
+                await send(message)
+
+        await self._app(scope, receive, guarded)
+
+    @staticmethod
+    async def _replace(scope: Scope, headers: dict[bytes, bytes], send: Send) -> None:
+        given = {k.lower(): v for k, v in scope.get("headers", [])}.get(_HEADER, b"").decode("latin-1")
+        request_id = headers.get(_HEADER, b"").decode("latin-1") or new_request_id(given)
+        error = ServiceUnavailableError("the service could not answer this request; retry", retry_after=1)
+        body = json.dumps(error_envelope(error, request_id=request_id, version="v2")).encode()
+        out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        out += [(k.lower().encode(), v.encode()) for k, v in error_headers(error).items()]
+        out.append((_HEADER, request_id.encode()))
+        await send({"type": "http.response.start", "status": error.http_status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+
 def middlewares() -> list[Any]:
     """The proxy callback: Serve calls it once per proxy and wraps these around its own middleware."""
-    return [Middleware(RequestIdNormalizer)]
+    return [Middleware(RequestIdNormalizer), Middleware(ProxyErrorsInTheEnvelope)]
