@@ -7,17 +7,17 @@ the client, every error class and the type declarations are there, and nothing o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.packaging._process import checked
+from tests.packaging._process import run as run_process
 
 pytestmark = pytest.mark.slow
 
@@ -77,28 +77,8 @@ console.log(JSON.stringify({
 
 def run(argv: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout: float) -> str:
     """Run ``argv`` to the end in its own process group (killed afterwards); its stdout, or fail."""
-    args = [str(a) for a in argv]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRA_", "NODE_"))}
-    proc = subprocess.Popen(
-        args,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"{args} did not finish in {timeout} s\n{out[-2000:]}\n{err[-4000:]}") from None
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"
-    return out
+    return checked(run_process(argv, cwd=cwd, env=env, timeout=timeout)).stdout
 
 
 @pytest.fixture(scope="module")

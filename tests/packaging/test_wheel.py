@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ import yaml
 
 import orchestra
 from orchestra.cli._embedded import free_port
+from tests.packaging._process import checked, run
 
 pytestmark = pytest.mark.slow
 
@@ -49,39 +50,6 @@ TEAMS = {"coding-team", "research-team", "creative-team", "coding-debate"}
 NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", ".orchestra"
 )
-
-
-def run(
-    argv: Sequence[str | os.PathLike[str]], *, cwd: Path, env: dict[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` to the end in its own process group, then kill whatever it left in that group."""
-    args = [str(a) for a in argv]
-    proc = subprocess.Popen(
-        args,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"{args} did not finish in {timeout} s\n{out[-2000:]}\n{err[-4000:]}") from None
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
-
-
-def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, (
-        f"{result.args} exited {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-    )
-    return result
 
 
 def outside_env(venv: Path) -> dict[str, str]:
