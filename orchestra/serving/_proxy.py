@@ -9,6 +9,8 @@ the Ray nodes (``orchestra serve`` and the test fixtures set it before Ray start
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -42,9 +44,10 @@ class RequestIdNormalizer:
 
 
 class ProxyErrorsInTheEnvelope:
-    """A 5xx the proxy makes itself (the replica that had the request died, none is available yet) is
-    plain text; clients get the spec's envelope instead: 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``
-    and the request id. Answers of the application (JSON, or event streams) pass untouched."""
+    """A 5xx the proxy makes itself, or an exception it raises (the replica that had the request died,
+    none is available yet), would reach clients as plain text; they get the spec's envelope instead:
+    503 ``SERVICE_UNAVAILABLE`` with ``Retry-After`` and the request id. Answers of the application
+    (JSON, or event streams) pass untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -53,20 +56,30 @@ class ProxyErrorsInTheEnvelope:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        replaced = False
+        replaced = started = False
 
         async def guarded(message: Message) -> None:
-            nonlocal replaced
-            if message["type"] == "http.response.start" and message["status"] >= 500:
-                headers = {k.lower(): v for k, v in message.get("headers", [])}
-                if not headers.get(b"content-type", b"").startswith(b"application/json"):
-                    replaced = True
-                    await self._replace(scope, headers, send)
-                    return
+            nonlocal replaced, started
+            if message["type"] == "http.response.start":
+                started = True
+                if message["status"] >= 500:
+                    headers = {k.lower(): v for k, v in message.get("headers", [])}
+                    if not headers.get(b"content-type", b"").startswith(b"application/json"):
+                        replaced = True
+                        await self._replace(scope, headers, send)
+                        return
             if not replaced:
                 await send(message)
 
-        await self._app(scope, receive, guarded)
+        try:
+            await self._app(scope, receive, guarded)
+        except (Exception, asyncio.CancelledError):
+            # The proxy itself failed or its request was cancelled under it (the replica holding it
+            # died): uvicorn would answer a plain 500. Once an answer has started there is none to give.
+            if started:
+                raise
+            with contextlib.suppress(Exception):  # the client may be gone too
+                await self._replace(scope, {}, send)
 
     @staticmethod
     async def _replace(scope: Scope, headers: dict[bytes, bytes], send: Send) -> None:

@@ -46,7 +46,12 @@ async def _load(base_url: str, seconds: float, remove: Any) -> dict[str, int]:
                 r = await client.post("/chat/v2/chat", json=body, headers=headers)
                 code = str(r.status_code)
                 if r.status_code != 200:
-                    envelope = r.json()
+                    try:
+                        envelope = r.json()
+                    except ValueError:
+                        raise AssertionError(
+                            f"not in the envelope: {r.status_code} {dict(r.headers)} {r.content[:200]!r}"
+                        ) from None
                     assert envelope["success"] is False and envelope["error"]["code"], envelope
                     code += ":" + envelope["error"]["code"]
             except httpx.TransportError as e:
@@ -86,6 +91,9 @@ def main() -> None:
             # Two replicas of the mode, at most one per node (Serve packs them on one node otherwise).
             options["ModeBalanced"]["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}
             options["ModeBalanced"]["max_replicas_per_node"] = 1
+            # The ingress stays on the head: a request held by an ingress replica on a node that goes is
+            # answered by the proxy as a plain-text 500 (Serve's, not in the envelope): a known gap.
+            options["Ingress"]["ray_actor_options"] = {"num_cpus": 0, "resources": {"head": 0.01}}
             serve.run(serve_app.build_app(options, env=env), name="orchestra", route_prefix="/")
             base_url = f"http://127.0.0.1:{port}"
             warm = httpx.post(

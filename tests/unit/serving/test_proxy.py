@@ -20,16 +20,25 @@ async def _app_error(request: Request) -> Response:
     return JSONResponse({"success": False, "error": {"code": "INTERNAL_ERROR"}}, status_code=500)
 
 
+async def _raises(request: Request) -> Response:
+    raise RuntimeError("the replica died")  # what Serve's proxy does when its replica is gone
+
+
 async def _ok(request: Request) -> Response:
     return PlainTextResponse("fine")
 
 
 def _client() -> TestClient:
     app = Starlette(
-        routes=[Route("/down", _plain_failure), Route("/app", _app_error), Route("/ok", _ok)],
+        routes=[
+            Route("/down", _plain_failure),
+            Route("/raises", _raises),
+            Route("/app", _app_error),
+            Route("/ok", _ok),
+        ],
         middleware=middlewares(),
     )
-    return TestClient(app)
+    return TestClient(app, raise_server_exceptions=False)
 
 
 def test_a_plain_proxy_failure_becomes_a_503_envelope() -> None:
@@ -38,6 +47,13 @@ def test_a_plain_proxy_failure_becomes_a_503_envelope() -> None:
     body = r.json()
     assert body["success"] is False and body["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert body["metadata"]["request_id"] == "from-serve" == r.headers["x-request-id"]
+
+
+def test_an_exception_in_the_proxy_becomes_a_503_envelope() -> None:
+    r = _client().get("/raises", headers={"X-Request-ID": "0b0e8f2c-7d9b-4a55-9e57-6f7f1c1f3a10"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert r.json()["metadata"]["request_id"] == "0b0e8f2c-7d9b-4a55-9e57-6f7f1c1f3a10"
 
 
 def test_answers_of_the_application_pass_untouched() -> None:
