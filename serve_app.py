@@ -49,7 +49,7 @@ from orchestra import (
     Transcript,
 )
 from orchestra._types import MODES
-from orchestra.engine import KeyedBatcher, load_config, packaged_config, team_infos
+from orchestra.engine import KeyedBatcher, found_session, load_config, packaged_config, team_infos
 from orchestra.serving import _contract as api
 from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
@@ -269,13 +269,13 @@ class ServeChatService:
         return False
 
     async def session(self, tenant: str, session_id: str) -> Session:
-        return _found(await self._sessions.get(tenant, session_id), session_id)
+        return found_session(await self._sessions.get(tenant, session_id), session_id)
 
     async def reset_session(self, tenant: str, session_id: str) -> Session:
-        return _found(await self._sessions.reset(tenant, session_id), session_id)
+        return found_session(await self._sessions.reset(tenant, session_id), session_id)
 
     async def end_session(self, tenant: str, session_id: str) -> Session:
-        return _found(await self._sessions.end(tenant, session_id), session_id)
+        return found_session(await self._sessions.end(tenant, session_id), session_id)
 
     async def transcript(self, tenant: str, run_id: str) -> Transcript:
         found = await self._transcripts.get(tenant, run_id)
@@ -285,12 +285,6 @@ class ServeChatService:
 
     async def teams(self) -> list[TeamInfo]:
         return team_infos(self.config, self.config.resolved_provider())
-
-
-def _found(session: Session | None, session_id: str) -> Session:
-    if session is None:
-        raise NotFoundError(f"no session {session_id!r}")
-    return session
 
 
 # -- ingress ----------------------------------------------------------------------------------------------
@@ -305,15 +299,6 @@ fastapi_app = FastAPI(
         "and docs/asyncapi.yaml."
     ),
 )
-
-
-_V2_EXAMPLE = {
-    "message": "Write a Python function that merges overlapping intervals",
-    "session_id": "user-123-session-456",
-    "optimization_mode": "balanced",
-    "swarm_type": "coding-team",
-}
-_V1_EXAMPLE = {"text": "Hello", "sessionId": "123"}
 
 
 _V2_EXAMPLE = {

@@ -15,7 +15,6 @@ from orchestra import (
     InternalError,
     NotFoundError,
     OrchestraConfig,
-    OrchestraError,
     OrchestraHandle,
     RunCompleted,
     RunEvent,
@@ -176,56 +175,7 @@ class RayChatService:
             cause = getattr(e, "cause", None)
             raise (cause if isinstance(cause, Exception) else e) from None
 
-    # -- beyond ChatService: what the mode deployments and the health probe use ----------------------
-
-    async def run_many(
-        self, requests: list[RunRequest]
-    ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
-        """Run validated requests (tenants used as is) with one ``chat_many`` call per shard; yield
-        ``(run_id, result or error)`` in batches as they finish. Leaving early cancels the unfinished."""
-        by_shard: dict[int, list[RunRequest]] = {}
-        for request in map(self._with_session, requests):
-            by_shard.setdefault(id(self._shard_for(request)), []).append(request)
-        shards = {id(s): s for s in self._shards}
-        queue: asyncio.Queue[list[tuple[str, ChatResult | OrchestraError]] | None] = asyncio.Queue()
-
-        async def pump(shard: Any, batch: list[RunRequest]) -> None:
-            unanswered = {r.run_id for r in batch}
-            try:
-                async for ref in shard.chat_many.remote(batch):
-                    group = await ref
-                    unanswered.difference_update(run_id for run_id, _ in group)
-                    queue.put_nowait(group)
-            except Exception as e:
-                error = _orchestrator_failure(e)
-                failure = error if isinstance(error, OrchestraError) else InternalError(str(error))
-                queue.put_nowait([(run_id, failure) for run_id in unanswered])
-                unanswered.clear()
-            finally:
-                if unanswered:
-                    queue.put_nowait([(run_id, InternalError("no answer")) for run_id in unanswered])
-                queue.put_nowait(None)
-
-        unfinished = {r.run_id: (shards[k], r.tenant) for k, b in by_shard.items() for r in b}
-        tasks = [asyncio.ensure_future(pump(shards[k], b)) for k, b in by_shard.items()]
-        running = len(tasks)
-        try:
-            while running:
-                group = await queue.get()
-                if group is None:
-                    running -= 1
-                elif group:
-                    for run_id, _ in group:
-                        unfinished.pop(run_id, None)
-                    yield group
-        finally:
-            for task in tasks:
-                task.cancel()
-            if unfinished:  # the caller left early (client gone, request cancelled): stop those runs
-                await asyncio.gather(
-                    *(shard.cancel.remote(tenant, run_id) for run_id, (shard, tenant) in unfinished.items()),
-                    return_exceptions=True,
-                )
+    # -- beyond ChatService ---------------------------------------------------------------------------
 
     async def info(self) -> list[dict[str, Any]]:
         """Every shard's info; raises when a shard does not answer (used by health probes)."""

@@ -49,7 +49,7 @@ from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
 
-__all__ = ["Engine", "parse_run_request", "team_infos"]
+__all__ = ["Engine", "found_session", "parse_run_request", "team_infos"]
 
 log = logging.getLogger("orchestra.engine")
 
@@ -104,7 +104,8 @@ def history_of(session: Session | None, turns: int, chars: int) -> tuple[History
     return tuple(reversed(picked))
 
 
-def _found(session: Session | None, session_id: str) -> Session:
+def found_session(session: Session | None, session_id: str) -> Session:
+    """The session, or ``NotFoundError`` (also for another tenant's: indistinguishable on purpose)."""
     if session is None:  # also another tenant's: indistinguishable on purpose
         raise NotFoundError(f"no session {session_id!r}")
     return session
@@ -177,13 +178,13 @@ class Engine:
         return Transcript.model_validate_json(found)
 
     async def session(self, tenant: str, session_id: str) -> Session:
-        return _found(await self.sessions.get(tenant, session_id), session_id)
+        return found_session(await self.sessions.get(tenant, session_id), session_id)
 
     async def reset_session(self, tenant: str, session_id: str) -> Session:
-        return _found(await self.sessions.reset(tenant, session_id), session_id)
+        return found_session(await self.sessions.reset(tenant, session_id), session_id)
 
     async def end_session(self, tenant: str, session_id: str) -> Session:
-        return _found(await self.sessions.end(tenant, session_id), session_id)
+        return found_session(await self.sessions.end(tenant, session_id), session_id)
 
     def locked_sessions(self) -> int:
         """Sessions with a turn running or waiting (their locks are the only per-session state here)."""
