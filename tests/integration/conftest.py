@@ -72,7 +72,7 @@ class ServeInfo:
         self.other_key = "test-other-tenant-key-0001"
         self.burst_key = "test-burst-key-0001"
         # one key per test that sends many requests, so no test eats another's rate-limit budget
-        self.keys = [f"test-key-{i:02d}-abcdef" for i in range(52)]
+        self.keys = [f"test-key-{i:02d}-abcdef" for i in range(130)]
 
     def key(self, i: int) -> str:
         return self.keys[i]
