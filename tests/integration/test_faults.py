@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -80,3 +81,63 @@ async def test_a_mode_replica_killed_mid_run_is_a_clean_503_and_service_returns(
         session = await client.get(f"/chat/v2/sessions/{kept}", headers=headers)
         assert [t["message"] for t in session.json()["data"]["turns"]] == ["Write a poem"]
     assert (await mode.probe.remote())["pid"] != pid
+
+
+async def test_redis_killed_and_restarted_under_load_loses_no_acknowledged_turn(
+    serve_app: ServeInfo, redis_process: Any
+) -> None:
+    """Chats keep coming while redis-server is SIGKILLed and started again on its append-only file."""
+    acknowledged: dict[str, list[str]] = {}
+    refused: list[httpx.Response] = []
+    phase = {"outage": False, "during": 0, "after": 0}
+    stop, recovered = asyncio.Event(), asyncio.Event()
+
+    async def worker(client: httpx.AsyncClient, i: int) -> None:
+        session = f"redis-restart-{i}-{uuid.uuid4().hex[:6]}"
+        acknowledged[session] = []
+        headers = serve_app.auth(serve_app.key(102 + i))
+        n = 0
+        while not stop.is_set():
+            n += 1
+            message = f"turn {n} of worker {i}"
+            r = await client.post(
+                "/chat/v2/chat",
+                json={"message": message, "optimization_mode": "lite", "session_id": session},
+                headers=headers,
+            )
+            if r.status_code == 200:
+                acknowledged[session].append(message)
+                phase["after"] += not phase["outage"] and phase["during"] > 0
+                if phase["after"] >= 12:
+                    recovered.set()
+            else:
+                refused.append(r)
+                phase["during"] += phase["outage"]
+                await asyncio.sleep(0.2)
+
+    async with httpx.AsyncClient(base_url=serve_app.base_url, timeout=60) as client:
+        workers = [asyncio.ensure_future(worker(client, i)) for i in range(6)]
+        await asyncio.sleep(2.0)
+        phase["outage"] = True
+        redis_process.kill()
+        await asyncio.sleep(2.0)
+        redis_process.start()
+        phase["outage"] = False
+        # Load goes on until every worker has had chats acknowledged after the restart.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(recovered.wait(), timeout=60)
+        stop.set()
+        await asyncio.gather(*workers)
+        assert phase["during"] > 0, "no chat met the outage: the test did not test anything"
+        assert phase["after"] >= 12, "the service did not recover after Redis came back"
+        for r in refused:  # refused in the envelope, with Retry-After: never a 500
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "SERVICE_UNAVAILABLE" and int(r.headers["Retry-After"]) >= 1
+        for i, (session, messages) in enumerate(acknowledged.items()):
+            got = await client.get(
+                f"/chat/v2/sessions/{session}", headers=serve_app.auth(serve_app.key(102 + i))
+            )
+            assert got.status_code == 200, got.text
+            stored = [t["message"] for t in got.json()["data"]["turns"]]
+            # every acknowledged turn is stored, in order (a refused one may be stored too: not acknowledged)
+            assert [m for m in stored if m in messages] == messages, (session, stored, messages)
