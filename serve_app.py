@@ -478,12 +478,13 @@ def run_server(
     address: str | None,
     options_path: Path | None,
     env: dict[str, str],
-    on_ready: Callable[[], None] = lambda: None,
+    on_ready: Callable[[str], None] = lambda ray_address: None,
 ) -> int:
     """Start Ray (or join one), deploy the app, print how to call it, and stop cleanly on Ctrl-C/SIGTERM.
 
     The entry point ``orchestra.edges:serve``: ``orchestra serve`` prepares the embedded Redis, the
-    development key and ``env`` (given to every replica), then calls this.
+    development key and ``env`` (given to every replica), then calls this. ``on_ready`` gets the Ray
+    cluster's address (so ``orchestra.connect()`` elsewhere can join it).
     """
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
@@ -493,7 +494,7 @@ def run_server(
     # Both signals explicitly: a shell starting us in the background makes SIGINT ignored by default.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    on_ready()
+    on_ready(ray.get_runtime_context().gcs_address)
     print("Ctrl-C stops the server.", flush=True)
     try:
         while not stop.wait(1.0):

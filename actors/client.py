@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
 
 from orchestra import (
     ChatResult,
+    ConfigError,
     InternalError,
     NotFoundError,
     OrchestraConfig,
@@ -24,9 +27,13 @@ from orchestra import (
     TeamInfo,
     Transcript,
     load_config,
+    settings,
 )
+from orchestra.cli._server_file import read_server_file
 from orchestra.engine import KeyedBatcher
 from orchestra.providers import make_provider
+from orchestra.serving._auth import ApiKeys
+from orchestra.stores.redis import RedisKeyStore, redis_client
 
 from ._env import actor_env
 from .coordinator import shutdown_agents
@@ -204,6 +211,37 @@ class RayChatService:
         shutdown_agents(self._namespace)
 
 
+def _use_ray_auth_mode(mode: str) -> None:
+    """Join a cluster in ``mode``: Ray turns token auth on by itself only for clusters it finds on its own
+    (address None/"auto"), never for an explicit address, and reads the mode once at import."""
+    from ray._raylet import Config  # type: ignore[attr-defined]  # what Ray's _enable_token_auth refreshes
+
+    os.environ["RAY_AUTH_MODE"] = mode
+    Config.initialize("")
+
+
+def _tenant_of(api_key: str, redis_url: str | None) -> str:
+    """The tenant of ``api_key``, looked up in the store the server uses (``AuthenticationError`` if none)."""
+    if not redis_url:
+        raise ConfigError(
+            "api_key needs the server's store: run orchestra serve from this directory, or set "
+            "ORCHESTRA_REDIS_URL",
+            details={"field": "api_key", "reason": "no store"},
+        )
+
+    async def lookup() -> str:
+        redis = redis_client(redis_url)
+        try:
+            principal = await ApiKeys(RedisKeyStore(redis)).authenticate(f"Bearer {api_key}")
+        finally:
+            await redis.aclose()
+        return principal.tenant
+
+    # A thread of its own: in a notebook this thread already runs an event loop.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, lookup()).result()
+
+
 def connect(
     address: str | None = None,
     *,
@@ -212,12 +250,18 @@ def connect(
     shards: int | None = None,
     detached: bool = False,
     tenant: str = "local",
+    api_key: str | None = None,
     init_kwargs: dict[str, Any] | None = None,
 ) -> OrchestraHandle:
     """Connect to (or start) the orchestrator.
 
     - ``address``: a Ray cluster (``auto``, ``ray://host:10001``...). None: ``RAY_ADDRESS`` when set,
-      else a Ray already initialised in this process, else a new local Ray.
+      else a Ray already initialised in this process, else the running ``orchestra serve`` of this
+      data directory (``ORCHESTRA_DATA_DIR``, found through its ``server.json``: same Ray, same
+      namespace, same store, so the same sessions and agent actors as its HTTP clients), else a new
+      local Ray.
+    - ``api_key``: act as that key's tenant (its sessions and memory, as over HTTP); looked up in the
+      store. Otherwise ``tenant``.
     - ``config``: an OrchestraConfig or a YAML path (default ``configs/swarms.yaml``/``ORCHESTRA_CONFIG``).
     - ``detached``: orchestrators outlive this process (stop them with ``handle.shutdown()``).
     Existing orchestrator actors of the namespace are reused, not replaced.
@@ -227,10 +271,21 @@ def connect(
     # instead of an actor that died in its constructor.
     make_provider(cfg)
     ns = namespace or cfg.runtime.namespace
+    env = actor_env(cfg)
+    server = None
+    if address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        server = read_server_file(settings().data_dir)
+    if server is not None:
+        address, ns = server["ray_address"], namespace or server["namespace"]
+        if server["redis_url"]:
+            env["ORCHESTRA_REDIS_URL"] = server["redis_url"]
+        if server["ray_auth_mode"] and "RAY_AUTH_MODE" not in os.environ:
+            _use_ray_auth_mode(server["ray_auth_mode"])
     if not ray.is_initialized():
         ray.init(address=address, namespace=ns, **(init_kwargs or {}))
+    if api_key is not None:
+        tenant = _tenant_of(api_key, env.get("ORCHESTRA_REDIS_URL"))
     n = shards or cfg.runtime.orchestrator_shards
-    env = actor_env(cfg)
     handles = []
     for i in range(n):
         handles.append(

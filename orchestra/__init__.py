@@ -110,8 +110,10 @@ def connect(address: str | None = None, **options: Any) -> OrchestraHandle:
     """A handle to the live runtime on Ray: the orchestrator actors (started when none run).
 
     ``address``: a Ray cluster (``auto``, ``ray://host:10001``...); None: ``RAY_ADDRESS`` when set, else a
-    Ray already initialised in this process, else a new local Ray. ``options``: ``config`` (an
-    OrchestraConfig or YAML path), ``namespace``, ``shards``, ``detached``, ``tenant``, ``init_kwargs``
+    Ray already initialised in this process, else the ``orchestra serve`` running from this data
+    directory (same sessions and agent actors as its HTTP clients), else a new local Ray. ``options``:
+    ``config`` (an OrchestraConfig or YAML path), ``namespace``, ``shards``, ``detached``, ``tenant``,
+    ``api_key`` (act as that key's tenant), ``init_kwargs``
     (see ``actors.client.connect``, which the entry point ``orchestra.edges:connect`` names).
     """
     handle: OrchestraHandle = _load_edge("connect")(address, **options)

@@ -140,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from orchestra.cli._embedded import EmbeddedRedis, dev_key
+    from orchestra.cli._server_file import remove_server_file, write_server_file
     from orchestra.serving._proxy import PROXY_CALLBACK
 
     load_config(args.config)  # a bad swarms config stops us here, before anything starts
@@ -161,7 +162,20 @@ def _serve(args: argparse.Namespace) -> int:
         run_server = load_edge("serve")
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
 
-        def ready() -> None:
+        def ready(ray_address: str) -> None:
+            # How orchestra.connect() from this directory finds and joins this server.
+            write_server_file(
+                data_dir,
+                {
+                    "pid": os.getpid(),
+                    "url": url,
+                    "ray_address": ray_address,
+                    "namespace": load_config(args.config).runtime.namespace,
+                    # the embedded Redis only: an operator's URL may hold a password, and they have it
+                    "redis_url": redis.url if redis is not None else "",
+                    "ray_auth_mode": os.environ.get("RAY_AUTH_MODE", ""),  # set by ray.init just now
+                },
+            )
             print(f"\nAI Orchestra is serving at {url}  (API docs: {url}/docs)")
             print(f"development key (chat, metrics, admin; stored in {data_dir / 'dev-key'}): {key}")
             # The key rides in the fragment, which browsers never send: the page keeps it in the tab.
@@ -180,6 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return code
     finally:
+        remove_server_file(data_dir, pid=os.getpid())
         if redis is not None:
             redis.stop()
 

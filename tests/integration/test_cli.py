@@ -98,6 +98,7 @@ def test_orchestra_serve_runs_answers_stops_on_ctrl_c_and_keeps_sessions(tmp_pat
         assert r.status_code == 200 and r.json()["data"]["metadata"]["model"].startswith("scripted/")
         assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "healthy"
         first = r.json()["data"]["response"]
+        _notebook_joins_the_running_server(tmp_path, url, key)
     finally:
         _stop(proc, port)
     # Started again in the same directory: the dev key still works and the session has its turn.
@@ -123,3 +124,47 @@ def test_orchestra_serve_runs_answers_stops_on_ctrl_c_and_keeps_sessions(tmp_pat
         assert len(drained.json()["data"]["metadata"]["processing_steps"]) > 4
     finally:
         _stop(proc, port)
+
+
+JOIN_SCRIPT = """
+import json, sys
+import ray
+import orchestra
+
+def agents():
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith("agent-"))
+
+handle = orchestra.connect(api_key=sys.argv[1])  # no address: finds the server of this directory
+before = agents()
+result = handle.chat("and from the notebook", session_id="joined", optimization_mode="lite")
+print(json.dumps({
+    "execution_mode": result.execution_mode,
+    "turns": [t.message for t in handle.session("joined").turns],
+    "agents_before": before,
+    "agents_after": agents(),
+}))
+"""
+
+
+def _notebook_joins_the_running_server(tmp_path: Path, url: str, key: str) -> None:
+    """``orchestra.connect()`` started in the server's directory joins it: same sessions, same agents."""
+    import json
+
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"message": "over HTTP", "optimization_mode": "lite", "session_id": "joined"}
+    assert httpx.post(f"{url}/chat/v2/chat", json=body, headers=auth, timeout=60).status_code == 200
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ORCHESTRA_REDIS_URL")}
+    done = subprocess.run(
+        [sys.executable, "-c", JOIN_SCRIPT, key], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # the HTTP turn is in the notebook's session, and the notebook's turn continued it
+    assert seen["turns"] == ["over HTTP", "and from the notebook"], seen
+    assert seen["execution_mode"].startswith("session:")
+    # the notebook used the server's live agent actors: none was created for it
+    assert seen["agents_before"] and seen["agents_after"] == seen["agents_before"], seen
+    session = httpx.get(f"{url}/chat/v2/sessions/joined", headers=auth, timeout=30)
+    assert [t["message"] for t in session.json()["data"]["turns"]] == ["over HTTP", "and from the notebook"]
