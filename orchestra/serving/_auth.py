@@ -21,6 +21,7 @@ needed scope gets 401 ``AUTHENTICATION_ERROR`` (the spec defines no 403).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import hmac
@@ -163,6 +164,8 @@ class ApiKeys:
         self._clock = clock
         # LRU of key hash → (expires at, record or None for "unknown"); bounded so random keys cannot grow it.
         self._cache: OrderedDict[str, tuple[float, ApiKeyRecord | None]] = OrderedDict()
+        # One store read per key hash at a time: a burst on one key waits for the same answer.
+        self._reading: dict[str, asyncio.Task[ApiKeyRecord | None]] = {}
 
     async def _put(self, record: ApiKeyRecord) -> None:
         await self.store.put(record)
@@ -264,12 +267,21 @@ class ApiKeys:
         if cached is not None and cached[0] > now:
             self._cache.move_to_end(key_hash)
             return cached[1]
-        record = await self.store.get(key_hash)
+        reading = self._reading.get(key_hash)
+        if reading is None:
+            reading = self._reading[key_hash] = asyncio.ensure_future(self.store.get(key_hash))
+            reading.add_done_callback(lambda t: self._read_done(key_hash, t))
+        record = await asyncio.shield(reading)  # one caller's cancellation is not the others'
         self._cache[key_hash] = (now + self._cache_ttl_s, record)
         self._cache.move_to_end(key_hash)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return record
+
+    def _read_done(self, key_hash: str, task: asyncio.Task[ApiKeyRecord | None]) -> None:
+        self._reading.pop(key_hash, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have gone
 
     async def authenticate(self, authorization_header: str | None) -> Principal:
         """The caller behind an ``Authorization`` header, or ``AuthenticationError`` (401).

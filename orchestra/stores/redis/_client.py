@@ -1,13 +1,30 @@
-"""The one way this package builds a Redis client, and turns a Redis failure into a 503."""
+"""The one way this package builds a Redis client, and turns a Redis failure into a 503.
+
+Two things keep a busy process from blaming Redis for its own trouble:
+
+- A burst of calls queues for one of ``MAX_CONNECTIONS`` pooled connections instead of failing when
+  they are all busy (the default pool raises ``MaxConnectionsError``).
+- A pooled connection whose server restarted is dead without knowing it; its first command fails with
+  ``ConnectionError`` before the server saw it. The client retries connection errors (a few times, tens
+  of milliseconds apart) on a fresh connection, so a restart costs no request beyond the outage itself.
+- The bound on a call (``unavailable``) measures the store, not the event loop: time the loop spent
+  running late (a burst, a GC pause, a starved CPU) does not count, so a timeout means Redis did not
+  answer, not that this process was busy. Overload of the process itself is shed before any store call
+  (the serving layer's admission limit), not by whichever call's timer fires first.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from orchestra.errors import ConfigError, ServiceUnavailableError
@@ -18,6 +35,12 @@ __all__ = ["redis_client", "unavailable"]
 log = logging.getLogger("orchestra.stores")
 
 SOCKET_TIMEOUT_S = 2.0
+# Connections per process; more concurrent calls queue for one instead of failing.
+MAX_CONNECTIONS = 64
+# A connection refused or reset is retried this many times, 20-250 ms apart (about 0.5 s in all).
+CONNECTION_RETRIES = 3
+# The loop's lag is sampled this often (s); time the loop spent late does not count against a call.
+LAG_TICK_S = 0.02
 
 
 def redis_client(url: str | None = None) -> aioredis.Redis:
@@ -28,20 +51,81 @@ def redis_client(url: str | None = None) -> aioredis.Redis:
             "ORCHESTRA_REDIS_URL is not set: `orchestra serve` starts an embedded redis-server and sets it",
             details={"field": "ORCHESTRA_REDIS_URL", "reason": "missing"},
         )
-    return aioredis.Redis.from_url(
-        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+    # A burst waits for a pooled connection (Redis answers in microseconds, the queue drains fast) rather
+    # than failing once MAX_CONNECTIONS are busy, as the default pool does. Only connection errors are
+    # retried: a timed-out command may have run, and must not run twice.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=None,  # the wait is bounded by the caller's `unavailable`
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        retry_on_error=[RedisConnectionError],
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), CONNECTION_RETRIES),
     )
+    return aioredis.Redis.from_pool(pool)
+
+
+class _LoopLag:
+    """The total time (s) one event loop has run late: a tick every ``LAG_TICK_S`` that notes how late it
+    came. A busy loop is late all the time, so its lag grows about as fast as the clock does."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._total = 0.0
+        self._due = loop.time() + LAG_TICK_S
+        loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        self._total = self.total()
+        self._due = self._loop.time() + LAG_TICK_S
+        self._loop.call_at(self._due, self._tick)
+
+    def total(self) -> float:
+        return self._total + max(0.0, self._loop.time() - self._due)  # counts a stall still going on
+
+
+_lags: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLag] = weakref.WeakKeyDictionary()
+
+
+class _StoreDeadline:
+    """Expires ``timeout`` once ``timeout_s`` passed on the clock *minus the loop's lag* meanwhile."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: asyncio.Timeout, timeout_s: float) -> None:
+        lag = _lags.get(loop)
+        if lag is None:
+            lag = _lags[loop] = _LoopLag(loop)
+        self._loop, self._timeout, self._lag, self._timeout_s = loop, timeout, lag, timeout_s
+        self._started, self._lag_at_start = loop.time(), lag.total()
+        self._handle = loop.call_at(self._started + timeout_s, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        store_time = (now - self._started) - (self._lag.total() - self._lag_at_start)
+        if store_time < self._timeout_s:
+            self._handle = self._loop.call_at(now + self._timeout_s - store_time, self._check)
+        else:
+            self._timeout.reschedule(now)  # fires now: cancels the call, raised as TimeoutError on exit
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 @asynccontextmanager
 async def unavailable(what: str, timeout_s: float | None) -> AsyncIterator[None]:
-    """Bound the Redis calls inside to ``timeout_s`` (the client's own retries included) and turn a
-    failure into ``ServiceUnavailableError`` "<what> unavailable" (503, ``Retry-After: 1``)."""
+    """Bound the Redis calls inside to ``timeout_s`` of the store's time (see the module docstring; the
+    client's retries included) and turn a failure into ``ServiceUnavailableError`` "<what> unavailable"
+    (503, ``Retry-After: 1``)."""
+    deadline: _StoreDeadline | None = None
     try:
-        async with asyncio.timeout(timeout_s):
-            yield
+        async with asyncio.timeout(None) as timeout:
+            if timeout_s is not None:
+                deadline = _StoreDeadline(asyncio.get_running_loop(), timeout, timeout_s)
+            try:
+                yield
+            finally:
+                if deadline is not None:
+                    deadline.cancel()  # before the timeout leaves ENTERED: no late reschedule
     except (RedisError, OSError, TimeoutError) as e:
         log.warning("%s unavailable: %r", what, e)
-        raise ServiceUnavailableError(
-            f"{what} unavailable", details={"backend": "redis"}, retry_after=1
-        ) from None
+        raise ServiceUnavailableError(f"{what} unavailable", retry_after=1) from None

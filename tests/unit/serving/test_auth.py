@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -244,6 +245,17 @@ async def test_hot_path_uses_the_cache(redis_client: aioredis.Redis) -> None:
     await store.authenticate(f"Bearer {key}")
     clock.now += auth.CACHE_TTL_S + 0.01
     await deny(store, f"Bearer {key}")
+
+
+async def test_a_burst_on_one_key_reads_the_store_once(redis_client: aioredis.Redis) -> None:
+    store = auth.ApiKeys(RedisKeyStore(redis_client))
+    key, record = await store.create()
+    store = auth.ApiKeys(RedisKeyStore(redis_client))  # a replica that has not seen the key yet
+    before = (await redis_client.info("commandstats")).get("cmdstat_hget", {}).get("calls", 0)
+    principals = await asyncio.gather(*(store.authenticate(f"Bearer {key}") for _ in range(200)))
+    after = (await redis_client.info("commandstats"))["cmdstat_hget"]["calls"]
+    assert {p.key_id for p in principals} == {record.key_id}
+    assert after - before == 1
 
 
 async def test_a_new_key_from_another_replica_works_after_the_negative_cache_expires(

@@ -208,6 +208,29 @@ async def test_redis_burst_then_429(redis_client: aioredis.Redis) -> None:
     assert (await bucket.acquire("tenant-b")).remaining == 49  # another key has its own bucket
 
 
+async def _script_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_an_empty_bucket_refuses_without_asking_redis_until_it_refills(
+    redis_client: aioredis.Redis,
+) -> None:
+    bucket = RedisTokenBucket(redis_client, capacity=2, refill_per_s=10, limit_per_minute=600)
+    assert [(await bucket.acquire("k")).allowed for _ in range(3)] == [True, True, False]
+    before = await _script_calls(redis_client)
+    again = [await bucket.acquire("k") for _ in range(20)]
+    assert await _script_calls(redis_client) == before  # the replica knew the bucket was empty
+    assert not any(d.allowed for d in again)
+    waits = [d.retry_after_s or 0.0 for d in again]
+    assert all(0 < w <= 0.1 for w in waits) and waits == sorted(waits, reverse=True)
+    assert all(d.remaining == 0 and d.limit == 600 for d in again)
+    await asyncio.sleep(waits[-1] + 0.01)
+    assert (await bucket.acquire("k")).allowed  # asked Redis again once the token was due
+    assert await _script_calls(redis_client) == before + 1
+    assert (await bucket.acquire("other")).allowed  # another key never shares a refusal
+
+
 async def test_redis_refill_over_time(redis_client: aioredis.Redis) -> None:
     bucket = RedisTokenBucket(redis_client, capacity=3, refill_per_s=20, limit_per_minute=1200)
     assert [(await bucket.acquire("k")).allowed for _ in range(3)] == [True, True, True]

@@ -1,0 +1,38 @@
+"""Noisy neighbours: one key bursting far over its limit must not cost another key anything but time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import httpx
+
+from .conftest import ServeInfo
+
+
+async def test_a_key_bursting_500_requests_leaves_another_keys_requests_unharmed(
+    serve_app: ServeInfo,
+) -> None:
+    noisy, quiet = serve_app.auth(serve_app.key(92)), serve_app.auth(serve_app.key(93))
+    limits = httpx.Limits(max_connections=600, max_keepalive_connections=600)
+    async with httpx.AsyncClient(base_url=serve_app.base_url, timeout=120, limits=limits) as client:
+        burst = [client.get("/chat/v2/sessions/none", headers=noisy) for _ in range(500)]
+        others = [
+            client.post(
+                "/chat/v2/chat",
+                json={"message": f"quiet {i}", "optimization_mode": "lite", "session_id": f"quiet-{i}"},
+                headers=quiet,
+            )
+            for i in range(10)
+        ]
+        responses = await asyncio.gather(*burst, *others)
+    burst_statuses = Counter(r.status_code for r in responses[:500])
+    quiet_responses = responses[500:]
+    # The burst is answered as its bucket allows (404: the session does not exist) or refused with 429 ...
+    assert set(burst_statuses) <= {200, 404, 429}, burst_statuses
+    assert burst_statuses[429] >= 500 - 50 - 100  # ... most of it: far more than a bucket holds
+    for r in responses[:500]:
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "RATE_LIMIT_ERROR" and int(r.headers["Retry-After"]) >= 1
+    # ... and the other key's chats all succeed.
+    assert [r.status_code for r in quiet_responses] == [200] * 10, [r.text for r in quiet_responses]
