@@ -136,7 +136,10 @@ async function probe(key) {
   }
 }
 
+let connectGeneration = 0;
+
 async function connect(key) {
+  const generation = ++connectGeneration; // a newer connect (another key, a #key= link) wins
   clearError();
   ui.send.disabled = true;
   setStatus('Connecting…');
@@ -144,6 +147,7 @@ async function connect(key) {
   state.client = undefined;
   try {
     const { teams } = await probe(key);
+    if (generation !== connectGeneration) return;
     state.teams = teams;
     fillTeams(teams);
     state.client = new AIOrchestra({ apiKey: key, baseUrl: location.origin });
@@ -151,6 +155,7 @@ async function connect(key) {
     ui.send.disabled = false;
     await refreshHistory();
   } catch (error) {
+    if (generation !== connectGeneration) return;
     setStatus('Not connected');
     showError(describe(error));
   }

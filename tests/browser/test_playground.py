@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -147,8 +148,16 @@ def open_connected(driver: WebDriver, server: Server) -> None:
 
 
 def start_run(driver: WebDriver, team: str, mode: str, message: str) -> None:
-    Select(driver.find_element(By.ID, "team")).select_by_value(team)
-    Select(driver.find_element(By.ID, "mode")).select_by_value(mode)
+    for attempt in range(3):
+        try:
+            # The page fills the team and mode lists when the server's team list arrives.
+            Select(driver.find_element(By.ID, "team")).select_by_value(team)
+            Select(driver.find_element(By.ID, "mode")).select_by_value(mode)
+            break
+        except StaleElementReferenceException:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
     box = driver.find_element(By.ID, "message")
     box.clear()
     box.send_keys(message)
