@@ -26,13 +26,14 @@ from typing import Any
 import ray
 import yaml
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import orchestra
-from actors._env import actor_env
+from actors._env import actor_env, apply_secrets, split_env
 from actors.coordinator import Coordinator, shutdown_agents
 from orchestra import (
     ChatResult,
@@ -50,9 +51,10 @@ from orchestra import (
 )
 from orchestra._types import MODES
 from orchestra.engine import KeyedBatcher, found_session, load_config, packaged_config, team_infos
-from orchestra.serving import _contract as api
 from orchestra.serving._gateway import Gateway, http_error_response
+from orchestra.serving._guard import Cors, InputGuard
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
+from orchestra.serving._openapi import finish as finish_openapi
 from orchestra.serving._static import index_page, playground_file
 from orchestra.stores.redis import RedisSessionStore, RedisTranscriptStore, publish_cancel, redis_client
 
@@ -120,7 +122,8 @@ class ModeRunner:
     the engine over the shared store and agent actors), so adding a replica adds coordination capacity
     and any replica can take any session's next turn. Errors travel as values."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, secrets: dict[str, str] | None = None) -> None:
+        apply_secrets(secrets)  # before any setting is read (see actors/_env.py)
         self._mode = mode
         config = load_config()
         self._coordinator = Coordinator(config, config.runtime.namespace, actor_env(config))
@@ -183,22 +186,9 @@ def _mode_failure(error: BaseException | None = None) -> OrchestraError:
     return ServiceUnavailableError("the swarm service is unavailable", retry_after=1)
 
 
-def openapi_chat(model: type[Any], example: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI request body for a chat route whose body the handler parses itself (to control errors)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema(), "example": example}},
-        },
-        "responses": {
-            "400": {"description": "VALIDATION_ERROR in the envelope"},
-            "401": {"description": "AUTHENTICATION_ERROR (WWW-Authenticate: Bearer)"},
-            "413": {"description": "PAYLOAD_TOO_LARGE (body over 256 KiB)"},
-            "429": {"description": "RATE_LIMIT_ERROR with Retry-After"},
-            "503": {"description": "SERVICE_UNAVAILABLE with Retry-After"},
-            "504": {"description": "TIMEOUT_ERROR: the swarm exceeded its mode's deadline"},
-        },
-    }
+def openapi_chat(example: dict[str, Any]) -> dict[str, Any]:
+    """A chat route's body example; its schema and responses are set by ``orchestra.serving._openapi``."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"example": example}}}}
 
 
 class ServeChatService:
@@ -298,7 +288,25 @@ fastapi_app = FastAPI(
         "The WebSocket protocol (WS /chat/ws/{client_id}/{session_id}) is documented in docs/websocket.md "
         "and docs/asyncapi.yaml."
     ),
+    redirect_slashes=False,  # a redirect built from the Host header, before auth, would be an open redirect
 )
+
+
+def _openapi() -> dict[str, Any]:
+    if fastapi_app.openapi_schema is None:  # built once per replica, for the teams it serves
+        spec = get_openapi(
+            title=fastapi_app.title,
+            version=fastapi_app.version,
+            description=fastapi_app.description,
+            routes=fastapi_app.routes,
+        )
+        fastapi_app.openapi_schema = finish_openapi(spec, load_config().teams)
+    return fastapi_app.openapi_schema
+
+
+fastapi_app.openapi = _openapi  # type: ignore[method-assign]
+fastapi_app.add_middleware(InputGuard)
+fastapi_app.add_middleware(Cors)  # outermost: a preflight is answered before anything else
 
 
 _V2_EXAMPLE = {
@@ -312,7 +320,7 @@ _V1_EXAMPLE = {"text": "Hello", "sessionId": "123"}
 
 @fastapi_app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    return http_error_response(request, exc.status_code, str(exc.detail))
+    return http_error_response(request, exc.status_code, str(exc.detail), exc.headers)
 
 
 # Serve pickles the decorated class by value when it is defined: what it uses must be defined above it.
@@ -323,7 +331,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 class Ingress:
     """Routes only: each calls the gateway."""
 
-    def __init__(self, **modes: DeploymentHandle[Any]) -> None:
+    def __init__(self, secrets: dict[str, str] | None = None, **modes: DeploymentHandle[Any]) -> None:
+        apply_secrets(secrets)  # before any setting is read (see actors/_env.py)
         self._modes: dict[str, DeploymentHandle[Any]] = {mode: modes[mode] for mode in MODES}
         config = load_config()
         self._replica_metrics = _ReplicaMetrics("ingress")
@@ -349,7 +358,7 @@ class Ingress:
     @fastapi_app.post(
         "/chat/v2/chat",
         summary="Chat with a swarm (v2)",
-        openapi_extra=openapi_chat(api.V2ChatRequest, _V2_EXAMPLE),
+        openapi_extra=openapi_chat(_V2_EXAMPLE),
     )
     async def chat_v2(self, request: Request) -> Response:
         self._replica_metrics.ensure_started()
@@ -359,7 +368,7 @@ class Ingress:
         "/chat/v1/chat",
         summary="Chat (v1, deprecated)",
         deprecated=True,
-        openapi_extra=openapi_chat(api.V1ChatRequest, _V1_EXAMPLE),
+        openapi_extra=openapi_chat(_V1_EXAMPLE),
     )
     async def chat_v1(self, request: Request) -> Response:
         self._replica_metrics.ensure_started()
@@ -369,7 +378,7 @@ class Ingress:
         "/chat/chat",
         summary="Chat with automatic version detection",
         description="Version from the API-Version header (v1/v2), else from the body shape.",
-        openapi_extra=openapi_chat(api.V2ChatRequest, _V2_EXAMPLE),
+        openapi_extra=openapi_chat(_V2_EXAMPLE),
     )
     async def chat_auto(self, request: Request) -> Response:
         self._replica_metrics.ensure_started()
@@ -453,22 +462,24 @@ def build_app(options: dict[str, dict[str, Any]] | None = None, *, env: dict[str
     the raylet's environment, not this process's).
     """
     opts = deployment_options() if options is None else options
+    # Secrets go to the replicas as a constructor argument: a runtime_env is written into Ray's logs.
+    shareable, secrets = split_env(env or {})
 
     def with_env(name: str) -> dict[str, Any]:
         o = dict(opts.get(name, {}))
-        if env:
+        if shareable:
             actor_options = dict(o.get("ray_actor_options", {}))
             runtime_env = dict(actor_options.get("runtime_env", {}))
-            runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+            runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **shareable}
             actor_options["runtime_env"] = runtime_env
             o["ray_actor_options"] = actor_options
         return o
 
     modes = {
-        mode: serve.deployment(ModeRunner).options(name=name, **with_env(name)).bind(mode)  # type: ignore[attr-defined]
+        mode: serve.deployment(ModeRunner).options(name=name, **with_env(name)).bind(mode, secrets)  # type: ignore[attr-defined]
         for mode, name in DEPLOYMENT_OF_MODE.items()
     }
-    return Ingress.options(name="Ingress", **with_env("Ingress")).bind(**modes)  # type: ignore[attr-defined]
+    return Ingress.options(name="Ingress", **with_env("Ingress")).bind(secrets=secrets, **modes)  # type: ignore[attr-defined]
 
 
 def run_server(

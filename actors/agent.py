@@ -19,6 +19,8 @@ from orchestra import (
 from orchestra.engine import Agent, TurnRequest, TurnResult, close_queue_when_done, queue_batches
 from orchestra.providers import make_provider
 
+from ._env import apply_secrets
+
 __all__ = ["AgentActor"]
 
 
@@ -26,7 +28,15 @@ __all__ = ["AgentActor"]
 class AgentActor:
     """Hosts one agent of a team and runs its turns; its tokens stream straight back to the caller."""
 
-    def __init__(self, config: OrchestraConfig, team: str, instance: str, agent_name: str) -> None:
+    def __init__(
+        self,
+        config: OrchestraConfig,
+        team: str,
+        instance: str,
+        agent_name: str,
+        secrets: dict[str, str] | None = None,
+    ) -> None:
+        apply_secrets(secrets)  # provider keys, before the provider is built
         self._config = config
         self._agent = Agent(instance, config.teams[team].agents[agent_name], make_provider(config))
         self._team = team

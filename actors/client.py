@@ -35,7 +35,7 @@ from orchestra.providers import make_provider
 from orchestra.serving._auth import ApiKeys
 from orchestra.stores.redis import RedisKeyStore, redis_client
 
-from ._env import actor_env
+from ._env import actor_env, split_env
 from .coordinator import shutdown_agents
 from .orchestrator import Orchestrator, orchestrator_name
 
@@ -296,7 +296,7 @@ def connect(
                 lifetime="detached" if detached else None,
                 num_cpus=cfg.runtime.orchestrator_num_cpus,
                 max_concurrency=cfg.runtime.agent_max_concurrency,
-                runtime_env={"env_vars": env},
+                runtime_env={"env_vars": split_env(env)[0]},  # the secrets travel in `env`, unlogged
             ).remote(cfg, i, env, ns)
         )
     ray.get([h.info.remote() for h in handles])  # surfaces a start-up error (bad provider config) now

@@ -33,6 +33,7 @@ from orchestra.stores.redis import (
     redis_client,
 )
 
+from ._env import split_env
 from .agent import AgentActor
 from .runtime import RayRuntime
 
@@ -72,6 +73,7 @@ class Coordinator:
         self.config = config
         self._namespace = namespace
         self._env = env
+        self._shareable, self._secrets = split_env(env)  # secrets never in a runtime_env: Ray logs those
         self.provider_label = make_provider(config).name  # fails here, at start-up, on a bad provider
         self.runtime = RayRuntime(config, self._make_agent)
         self.engine, self._redis = _engine(config, self.runtime)
@@ -88,8 +90,8 @@ class Coordinator:
             scheduling_strategy="SPREAD",  # over the cluster's nodes, not packed on the first
             num_cpus=rt.agent_num_cpus,
             max_concurrency=rt.agent_max_concurrency,
-            runtime_env={"env_vars": self._env},
-        ).remote(self.config, team, instance, agent_name)
+            runtime_env={"env_vars": self._shareable},
+        ).remote(self.config, team, instance, agent_name, self._secrets)
 
     def start(self) -> None:
         """Start the session sweeper and the cancel listener (needs the running loop; idempotent)."""

@@ -24,6 +24,7 @@ from orchestra import (
     Transcript,
 )
 
+from ._env import apply_secrets, split_env
 from .coordinator import Coordinator
 
 __all__ = ["Orchestrator", "orchestrator_name"]
@@ -37,6 +38,7 @@ def orchestrator_name(shard: int) -> str:
 class Orchestrator:
     def __init__(self, config: OrchestraConfig, shard: int, env: dict[str, str], namespace: str) -> None:
         self._shard = shard
+        apply_secrets(split_env(env)[1])  # handed over as an argument: never in a (logged) runtime_env
         self._coordinator = Coordinator(config, namespace, env)
         self._engine = self._coordinator.engine
 

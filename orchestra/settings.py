@@ -51,6 +51,18 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=60_000_000, description="Per-key HTTP rate limit (spec §6: 1000/min)."
     )
     rate_limit_burst: int = Field(default=50, ge=1, description="Per-key HTTP bucket capacity (spec §6: 50).")
+    body_idle_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a request body may pause before the request is answered 408 and closed.",
+    )
+    cors_origins: str = Field(
+        default="",
+        description=(
+            "Origins allowed to call the API from a browser (comma-separated, `*` for any; none by default)."
+        ),
+    )
     llm_provider: str | None = Field(
         default=None,
         description="Overrides the config's `provider`: scripted, openai, anthropic or auto.",

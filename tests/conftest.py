@@ -13,6 +13,8 @@ import yaml
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Read by Serve's HTTP proxy, which inherits this environment when a test starts Ray.
 os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "orchestra.serving._proxy:middlewares"
+# Before any Ray starts, so the proxy has it too: a stalled body is answered 408 after 2 s (not 10).
+os.environ.setdefault("ORCHESTRA_BODY_IDLE_S", "2")
 # Tests must never reach a real provider because a developer has a key in the environment.
 os.environ["ORCHESTRA_LLM_PROVIDER"] = "scripted"
 

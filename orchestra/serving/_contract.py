@@ -47,6 +47,7 @@ from orchestra.errors import (
     invalid,
     pydantic_errors,
 )
+from orchestra.serving import _json as strict_json
 from orchestra.stores import RateLimitDecision
 
 __all__ = [
@@ -184,24 +185,11 @@ def _validation(
     )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _load_json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise _validation("invalid JSON body", "<body>", "invalid JSON: the body is empty")
     try:
-        # NaN/Infinity are Python extensions, not JSON.
-        return json.loads(raw, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise _validation("invalid JSON body", "<body>", "invalid JSON: not UTF-8 text") from None
-    except ValueError as e:
-        # JSONDecodeError.msg has no input and no position text; the constant hook's text is ours.
-        reason = f"invalid JSON: {e.msg if isinstance(e, json.JSONDecodeError) else e}"
-        raise _validation("invalid JSON body", "<body>", reason) from None
-    except RecursionError:
-        raise _validation("invalid JSON body", "<body>", "invalid JSON: nested too deeply") from None
+        return strict_json.loads(raw)
+    except strict_json.InvalidJson as e:
+        raise _validation("invalid JSON body", "<body>", f"invalid JSON: {e.reason}") from None
 
 
 def _json_type(value: Any) -> str:
@@ -284,8 +272,8 @@ def detect_version(headers: Mapping[str, str], raw: bytes) -> ApiVersion:
             return "v1" if version == "v1" else "v2"
         raise _validation("invalid API-Version header", "API-Version", "must be v1 or v2")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        data = strict_json.loads(raw)
+    except strict_json.InvalidJson:
         return "v2"
     if isinstance(data, dict) and "message" not in data and any(k in data for k in V1_FIELDS):
         return "v1"

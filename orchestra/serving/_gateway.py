@@ -16,7 +16,7 @@ from contextlib import suppress
 from typing import Any
 
 import anyio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -84,11 +84,22 @@ def _openai_error(error: OrchestraError, ctx: _Ctx) -> Any:
     return openai_api.error_body(error)
 
 
-def http_error_response(request: Request, status: int, detail: str) -> Response:
-    """A framework-level error (unknown route, wrong method...) in the envelope."""
+def http_error_response(
+    request: Request, status: int, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A framework-level error (unknown route, wrong method...) in the envelope. A wrong method on a known
+    path is 405 with ``Allow`` (its code stays ``NOT_FOUND``: the route does not exist for that method)."""
     request_id = api.new_request_id(request.headers.get("x-request-id"))
     error: OrchestraError
-    if status in (404, 405):
+    extra: dict[str, str] = {}
+    if status == 405:
+        allow = (headers or {}).get("Allow", "")
+        error = NotFoundError(
+            f"method {request.method} not allowed on {request.url.path}",
+            details={"method": request.method, "allowed": [m.strip() for m in allow.split(",") if m.strip()]},
+        )
+        extra["Allow"] = allow
+    elif status == 404:
         error = NotFoundError(f"no route {request.method} {request.url.path}")
     elif status == 413:
         error = PayloadTooLargeError("request body over 256 KiB")
@@ -97,7 +108,9 @@ def http_error_response(request: Request, status: int, detail: str) -> Response:
     else:
         error = ValidationError(detail)
     return JSONResponse(
-        api.error_envelope(error, request_id=request_id, version="v2"), status_code=error.http_status
+        api.error_envelope(error, request_id=request_id, version="v2"),
+        status_code=status if status == 405 else error.http_status,
+        headers={**api.error_headers(error), **extra},
     )
 
 
@@ -216,6 +229,10 @@ class Gateway:
                 response = JSONResponse(
                     api.envelope(data, request_id=ctx.request_id, version=ctx.version), status_code=status
                 )
+        except ClientDisconnect:
+            # Gone mid-body (or refused by the input guard, which answered already): one line, no trace.
+            log.info("request %s: the client left before its body was read", ctx.request_id)
+            return Response(status_code=400)  # never sent: there is no one to send it to
         except OrchestraError as error:
             if error.http_status >= 500:
                 log.warning("request %s failed: %r", ctx.request_id, error)

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestra.errors import ServiceUnavailableError
 from orchestra.serving._contract import error_envelope, error_headers, new_request_id
+from orchestra.serving._guard import InputGuard
+from orchestra.serving._transport import harden_uvicorn
 
 __all__ = ["PROXY_CALLBACK", "ProxyErrorsInTheEnvelope", "RequestIdNormalizer", "middlewares"]
 
@@ -95,5 +97,12 @@ class ProxyErrorsInTheEnvelope:
 
 
 def middlewares() -> list[Any]:
-    """The proxy callback: Serve calls it once per proxy and wraps these around its own middleware."""
-    return [Middleware(RequestIdNormalizer), Middleware(ProxyErrorsInTheEnvelope)]
+    """The proxy callback: Serve calls it once per proxy (and per replica serving HTTP itself, with direct
+    ingress) and wraps these around its own middleware; the HTTP server of this process is bounded too."""
+    harden_uvicorn()
+    # The input guard here too: an oversized or stalled body is refused before it crosses to a replica.
+    return [
+        Middleware(RequestIdNormalizer),
+        Middleware(ProxyErrorsInTheEnvelope),
+        Middleware(InputGuard, in_proxy=True),
+    ]

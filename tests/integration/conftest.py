@@ -61,6 +61,16 @@ def orchestra_handle(ray_session: Any, raw_config: dict[str, Any]) -> Any:
     return handle
 
 
+# Provider keys the app is given (the scripted provider is used all the same): they must never show.
+PROVIDER_SECRETS = {
+    "OPENAI_API_KEY": "sk-orchestra-test-provider-secret-0000000000000000",
+    "ANTHROPIC_API_KEY": "sk-ant-orchestra-test-provider-secret-00000000000",
+}
+
+# The one origin the test app lets browsers call it from.
+CORS_ORIGIN = "http://allowed.example:8080"
+
+
 class ServeInfo:
     """The running Serve app of the test session and the keys it knows."""
 
@@ -71,6 +81,7 @@ class ServeInfo:
         self.metrics_key = "test-metrics-key-0001"
         self.other_key = "test-other-tenant-key-0001"
         self.burst_key = "test-burst-key-0001"
+        self.fuzz_key = "test-fuzz-key-00001"  # chat + metrics: every route answers it
         # one key per test that sends many requests, so no test eats another's rate-limit budget
         self.keys = [f"test-key-{i:02d}-abcdef" for i in range(130)]
 
@@ -106,10 +117,13 @@ def serve_app(
                 f"{info.metrics_key}:chat+metrics",
                 f"{info.other_key}:chat",
                 f"{info.burst_key}:chat",
+                f"{info.fuzz_key}:chat+metrics",
                 *info.keys,
             ]
         ),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "ORCHESTRA_CORS_ORIGINS": CORS_ORIGIN,
+        **PROVIDER_SECRETS,
     }
     os.environ.update(env)
     options = app_module.deployment_options()

@@ -204,7 +204,9 @@ async def test_authentication_errors(client: httpx.AsyncClient) -> None:
 async def test_unknown_route_and_method(client: httpx.AsyncClient, serve_app: ServeInfo) -> None:
     h = serve_app.auth(serve_app.key(6))
     check_error(await client.get("/chat/v3/chat", headers=h), 404, "NOT_FOUND")
-    check_error(await client.get("/chat/v2/chat", headers=h), 404, "NOT_FOUND")
+    wrong_method = await client.get("/chat/v2/chat", headers=h)
+    check_error(wrong_method, 405, "NOT_FOUND")  # the route exists for POST only
+    assert wrong_method.headers["Allow"] == "POST"
     check_error(await client.get("/chat/v2/sessions/never-seen", headers=h), 404, "NOT_FOUND")
 
 

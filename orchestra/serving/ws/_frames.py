@@ -29,6 +29,7 @@ from orchestra.errors import (
     invalid,
     pydantic_errors,
 )
+from orchestra.serving import _json as strict_json
 from orchestra.serving._contract import utc_timestamp
 
 __all__ = [
@@ -220,11 +221,9 @@ def parse_frame(raw: str, max_bytes: int) -> Frame:
     if size > max_bytes:
         raise too_large(size, max_bytes)
     try:
-        frame = json.loads(raw)
-    except ValueError as e:
-        raise invalid_field("<frame>", f"not valid JSON: {getattr(e, 'msg', 'parse error')}") from None
-    except RecursionError:
-        raise invalid_field("<frame>", "JSON nested too deeply") from None
+        frame = strict_json.loads(raw)
+    except strict_json.InvalidJson as e:
+        raise invalid_field("<frame>", f"not valid JSON: {e.reason}") from None
     if not isinstance(frame, dict):
         raise invalid_field("<frame>", "must be a JSON object {type, data, timestamp}")
     try:
@@ -257,8 +256,8 @@ def peek_request_id(frame: Frame | str, max_bytes: int) -> str | None:
         if len(frame) > max_bytes:
             return None
         try:
-            frame = json.loads(frame)
-        except (ValueError, RecursionError):
+            frame = strict_json.loads(frame)
+        except strict_json.InvalidJson:
             return None
     if not isinstance(frame, dict) or frame.get("type") != "chat" or not isinstance(frame.get("data"), dict):
         return None
