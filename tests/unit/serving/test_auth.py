@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -22,6 +23,12 @@ from orchestra.serving import _auth as auth
 from orchestra.stores import InMemoryKeyStore
 from orchestra.stores.redis import RedisKeyStore
 
+SECRET = b"unit-test-secret-for-api-key-hashing-0000"
+
+
+def keyed(key: str) -> str:
+    return hmac.new(SECRET, key.encode(), hashlib.sha256).hexdigest()
+
 
 class Clock:
     def __init__(self) -> None:
@@ -35,12 +42,12 @@ class Clock:
 async def store(request: pytest.FixtureRequest, redis_server: str) -> AsyncIterator[auth.ApiKeys]:
     """The same tests for both backends (an async fixture cannot request redis_client dynamically)."""
     if request.param == "memory":
-        yield auth.ApiKeys(InMemoryKeyStore())
+        yield auth.ApiKeys(InMemoryKeyStore(), secret=SECRET)
         return
     client = aioredis.Redis.from_url(redis_server)
     await client.flushdb()
     try:
-        yield auth.ApiKeys(RedisKeyStore(client))
+        yield auth.ApiKeys(RedisKeyStore(client), secret=SECRET)
     finally:
         await client.aclose()
 
@@ -58,11 +65,13 @@ async def deny(store: auth.ApiKeys, header: str | None) -> AuthenticationError:
 async def test_create_and_authenticate(store: auth.ApiKeys) -> None:
     key, record = await store.create(name="ci")
     assert re.fullmatch(r"orch_[A-Za-z0-9_-]{40}", key)
-    assert record.key_hash == hashlib.sha256(key.encode()).hexdigest()
+    assert record.key_hash == keyed(key)  # HMAC-SHA256 with the server's secret
+    assert record.key_hash != hashlib.sha256(key.encode()).hexdigest()
     assert record.scopes == frozenset({"chat"}) and record.tenant == record.key_id and not record.revoked
     assert record.name == "ci"
     principal = await store.authenticate(f"Bearer {key}")
     assert principal == auth.Principal(key_id=record.key_id, tenant=record.key_id, scopes=frozenset({"chat"}))
+    assert principal.rpm is None and principal.daily_tokens is None
     assert (
         await store.authenticate(f"bearer   {key}  ")
     ).key_id == record.key_id  # scheme is case-insensitive
@@ -153,7 +162,8 @@ async def test_comparison_goes_through_compare_digest(
 
     monkeypatch.setattr(hmac, "compare_digest", spy)  # _auth calls hmac.compare_digest
     await store.authenticate(f"Bearer {key}")
-    assert calls == [(auth.hash_key(key), auth.hash_key(key))]
+    # the current hash and the (absent) previous one, both compared every time
+    assert calls == [(keyed(key), keyed(key)), ("", keyed(key))]
 
 
 # -- scopes ----------------------------------------------------------------------------------------
@@ -180,13 +190,15 @@ def test_require_scope() -> None:
 
 
 async def test_redis_holds_hashes_only(redis_client: aioredis.Redis) -> None:
-    store = auth.ApiKeys(RedisKeyStore(redis_client))
-    plaintexts = [(await store.create(name="created"))[0] for _ in range(3)]
+    store = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET)
+    plaintexts = [(await store.create(name=f"created-{i}"))[0] for i in range(3)]
     bootstrap = "bootstrap-key-0123456789"
     await store.add_plaintext(bootstrap, ["chat", "metrics"], name="env")
     plaintexts.append(bootstrap)
     await store.revoke((await store.list())[0].key_id)
 
+    await store.authenticate(f"Bearer {bootstrap}")  # notes its last use
+    await asyncio.sleep(0.05)
     dump = []
     async for name in redis_client.scan_iter(match="*"):
         dump.append(name)
@@ -194,24 +206,29 @@ async def test_redis_holds_hashes_only(redis_client: aioredis.Redis) -> None:
         for field, value in (await redis_client.hgetall(name)).items():
             dump += [field, value]
     blob = b"\n".join(dump)
-    assert len(dump) > 4
+    assert len(dump) > 4 and b"orchestra:keys:last_used" in blob
+    assert SECRET not in blob
     for key in plaintexts:
         assert key.encode() not in blob
-        assert hashlib.sha256(key.encode()).hexdigest().encode() in blob
+        assert keyed(key).encode() in blob
+        # no unkeyed hash to test guesses against
+        assert hashlib.sha256(key.encode()).hexdigest().encode() not in blob
 
 
 async def test_a_second_store_on_the_same_redis_sees_the_keys(redis_client: aioredis.Redis) -> None:
-    key, record = await auth.ApiKeys(RedisKeyStore(redis_client)).create(scopes=["chat", "metrics"])
-    other = auth.ApiKeys(RedisKeyStore(redis_client))
+    key, record = await auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET).create(
+        scopes=["chat", "metrics"]
+    )
+    other = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET)
     assert (await other.authenticate(f"Bearer {key}")).scopes == frozenset({"chat", "metrics"})
     assert [r.key_id for r in await other.list()] == [record.key_id]
 
 
 async def test_a_corrupt_record_is_a_401_not_a_500(redis_client: aioredis.Redis) -> None:
-    store = auth.ApiKeys(RedisKeyStore(redis_client))
+    store = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET)
     key, _ = await store.create()
-    await redis_client.hset("orchestra:apikeys:by_hash", auth.hash_key(key), "{not json")
-    await deny(auth.ApiKeys(RedisKeyStore(redis_client)), f"Bearer {key}")
+    await redis_client.hset("orchestra:keys:records", (await store.list())[0].key_id, "{not json")
+    await deny(auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET), f"Bearer {key}")
     assert await store.list() == []
 
 
@@ -220,8 +237,8 @@ async def test_a_corrupt_record_is_a_401_not_a_500(redis_client: aioredis.Redis)
 
 async def test_revocation_reaches_other_replicas_within_the_cache_ttl(redis_client: aioredis.Redis) -> None:
     clock = Clock()
-    replica_a = auth.ApiKeys(RedisKeyStore(redis_client), cache_ttl_s=2.0, clock=clock)
-    replica_b = auth.ApiKeys(RedisKeyStore(redis_client), cache_ttl_s=2.0, clock=clock)
+    replica_a = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET, cache_ttl_s=2.0, clock=clock)
+    replica_b = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET, cache_ttl_s=2.0, clock=clock)
     key, record = await replica_a.create()
     header = f"Bearer {key}"
     await replica_a.authenticate(header)
@@ -237,7 +254,7 @@ async def test_revocation_reaches_other_replicas_within_the_cache_ttl(redis_clie
 
 async def test_hot_path_uses_the_cache(redis_client: aioredis.Redis) -> None:
     clock = Clock()
-    store = auth.ApiKeys(RedisKeyStore(redis_client), clock=clock)
+    store = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET, clock=clock)
     key, _ = await store.create()
     await store.authenticate(f"Bearer {key}")
     await redis_client.flushdb()  # if the next call hit Redis it would fail
@@ -250,17 +267,17 @@ async def test_a_new_key_from_another_replica_works_after_the_negative_cache_exp
     redis_client: aioredis.Redis,
 ) -> None:
     clock = Clock()
-    replica_a = auth.ApiKeys(RedisKeyStore(redis_client), clock=clock)
+    replica_a = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET, clock=clock)
     # Bootstrap keys are deterministic: probe one on A before B adds it.
     bootstrap = "another-bootstrap-key-42"
     await deny(replica_a, f"Bearer {bootstrap}")
-    await auth.ApiKeys(RedisKeyStore(redis_client)).add_plaintext(bootstrap)
+    await auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET).add_plaintext(bootstrap)
     clock.now += auth.CACHE_TTL_S + 0.01
     await replica_a.authenticate(f"Bearer {bootstrap}")
 
 
 async def test_the_cache_is_bounded() -> None:
-    store = auth.ApiKeys(InMemoryKeyStore(), cache_size=3)
+    store = auth.ApiKeys(InMemoryKeyStore(), secret=SECRET, cache_size=3)
     for i in range(10):
         await deny(store, f"Bearer unknown-key-{i}")
     assert len(store._cache) == 3
@@ -271,14 +288,18 @@ async def test_the_cache_is_bounded() -> None:
 
 async def test_add_plaintext_is_idempotent_and_deterministic(redis_client: aioredis.Redis) -> None:
     key = "env-provided-key-0001"
-    first = await auth.ApiKeys(RedisKeyStore(redis_client)).add_plaintext(key, ["chat"], name="env")
-    again = await auth.ApiKeys(InMemoryKeyStore()).add_plaintext(
+    first = await auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET).add_plaintext(
+        key, ["chat"], name="env"
+    )
+    again = await auth.ApiKeys(InMemoryKeyStore(), secret=SECRET).add_plaintext(
         key, ["chat"], name="env"
     )  # another process, in memory
     assert first.key_id == again.key_id and first.tenant == first.key_id
-    assert auth.hash_key(key)[:16] not in first.key_id  # the id does not reveal part of the stored hash
+    assert keyed(key)[:16] not in first.key_id  # the id does not reveal part of the stored hash
+    # keyed too: without the secret the id cannot be recomputed from a guess
+    assert hashlib.sha256(b"orchestra-key-id\0" + key.encode()).hexdigest()[:16] not in first.key_id
 
-    store = auth.ApiKeys(RedisKeyStore(redis_client))
+    store = auth.ApiKeys(RedisKeyStore(redis_client), secret=SECRET)
     updated = await store.add_plaintext(key, ["chat", "metrics"])
     assert updated.key_id == first.key_id and updated.created_at == first.created_at and updated.name == "env"
     assert updated.scopes == frozenset({"chat", "metrics"})
@@ -369,7 +390,7 @@ def _dead_redis(**kwargs: Any) -> tuple[socket.socket, aioredis.Redis]:
 async def test_redis_down_is_service_unavailable() -> None:
     sock, client = _dead_redis(retry=Retry(NoBackoff(), 0))
     with sock:
-        store = auth.ApiKeys(RedisKeyStore(client))
+        store = auth.ApiKeys(RedisKeyStore(client), secret=SECRET)
         for call in (
             store.authenticate("Bearer some-key-that-is-long"),
             store.create(),
@@ -386,7 +407,7 @@ async def test_redis_down_is_service_unavailable() -> None:
 async def test_the_timeout_bounds_the_client_retries() -> None:
     sock, client = _dead_redis()  # default client: retries with exponential backoff (seconds)
     with sock:
-        store = auth.ApiKeys(RedisKeyStore(client, timeout_s=0.2))
+        store = auth.ApiKeys(RedisKeyStore(client, timeout_s=0.2), secret=SECRET)
         started = time.monotonic()
         with pytest.raises(ServiceUnavailableError):
             await store.authenticate("Bearer some-key-that-is-long")
