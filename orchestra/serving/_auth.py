@@ -520,6 +520,12 @@ class ApiKeys:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def drain(self) -> None:
+        """Wait for the last-use notes still on their way (a short-lived process, before it closes the
+        store's client)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def _touch(self, key_id: str) -> None:
         # Last use is informative; the store being down is reported by the request path.
         with suppress(OrchestraError):
