@@ -301,10 +301,16 @@ async def _keys(args: argparse.Namespace) -> int:
         budgets = Budgets(RedisUsageStore(redis))
         now = datetime.now(UTC)
 
+        async def views(records: list[Any]) -> list[dict[str, Any]]:
+            used = await budgets.used_today([r.key_id for r in records])
+            last = await keys.last_used()
+            return [
+                describe_key(r, now=now, last_used=last.get(r.key_id), tokens_today=u)
+                for r, u in zip(records, used, strict=True)
+            ]
+
         async def view(record: Any) -> dict[str, Any]:
-            used = await budgets.today(record.key_id, record.daily_tokens)
-            last = (await keys.last_used()).get(record.key_id)
-            return describe_key(record, now=now, last_used=last, tokens_today=used["tokens_used"])
+            return (await views([record]))[0]
 
         if args.keys_command == "create":
             expires = parse_duration(args.expires, "--expires") if args.expires else None
@@ -327,11 +333,11 @@ async def _keys(args: argparse.Namespace) -> int:
             print(key)
             return 0
         if args.keys_command == "list":
-            views = [await view(r) for r in await keys.list()]
+            listed = await views(await keys.list())
             if args.json:
-                print(json.dumps(views, indent=2))
+                print(json.dumps(listed, indent=2))
             else:
-                _print_keys(views)
+                _print_keys(listed)
             return 0
         record = await keys.find(args.key)
         if args.keys_command == "revoke":

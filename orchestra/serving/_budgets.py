@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -122,6 +122,11 @@ class Budgets:
             "remaining": remaining,
             "resets_at": _iso(next_reset(now)),
         }
+
+    async def used_today(self, key_ids: Sequence[str]) -> list[int]:
+        """Each key's tokens of the UTC day, in one store round trip (listings)."""
+        _, day = self._day()
+        return await self.usage.used_many(key_ids, day)
 
     def service(self, inner: ChatService, principal: Principal) -> BudgetedService:
         return BudgetedService(inner, self, principal)

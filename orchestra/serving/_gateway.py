@@ -375,9 +375,9 @@ class Gateway:
     async def _views(self, records: list[ApiKeyRecord]) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
         last_used = await self.keys.last_used()
-        used = await asyncio.gather(*(self.budgets.today(r.key_id, r.daily_tokens) for r in records))
+        used = await self.budgets.used_today([r.key_id for r in records])
         return [
-            describe_key(r, now=now, last_used=last_used.get(r.key_id), tokens_today=u["tokens_used"])
+            describe_key(r, now=now, last_used=last_used.get(r.key_id), tokens_today=u)
             for r, u in zip(records, used, strict=True)
         ]
 

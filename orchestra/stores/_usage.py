@@ -7,6 +7,7 @@ replicas and nodes count exactly together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Protocol, runtime_checkable
 
@@ -28,6 +29,10 @@ class UsageStore(Protocol):
         """``key_id``'s total of ``day`` (0 when nothing was used)."""
         ...
 
+    async def used_many(self, key_ids: Sequence[str], day: date) -> list[int]:
+        """``used`` for each of ``key_ids``, in their order, in one step (listings)."""
+        ...
+
 
 class InMemoryUsageStore:
     """Usage in this process's memory (tests, one-process use); forgets days older than yesterday."""
@@ -45,3 +50,6 @@ class InMemoryUsageStore:
 
     async def used(self, key_id: str, day: date) -> int:
         return self._totals.get((key_id, day), 0)
+
+    async def used_many(self, key_ids: Sequence[str], day: date) -> list[int]:
+        return [self._totals.get((k, day), 0) for k in key_ids]

@@ -3,6 +3,7 @@ with ``INCRBY`` (atomic across replicas and nodes) and expiring ``USAGE_KEEP_DAY
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 import redis.asyncio as aioredis
@@ -41,3 +42,10 @@ class RedisUsageStore:
         async with unavailable("usage store", self._timeout_s):
             raw = await self._redis.get(self._key(key_id, day))
         return 0 if raw is None else int(raw)
+
+    async def used_many(self, key_ids: Sequence[str], day: date) -> list[int]:
+        if not key_ids:
+            return []
+        async with unavailable("usage store", self._timeout_s):
+            raw = await self._redis.mget([self._key(k, day) for k in key_ids])
+        return [0 if v is None else int(v) for v in raw]

@@ -195,6 +195,8 @@ async def test_usage_adds_per_key_and_day(usage_store: UsageStore) -> None:
     assert await usage_store.add("k2", today, 7) == 7
     assert await usage_store.add("k1", tomorrow, 1) == 1
     assert await usage_store.used("k1", today) == 150 and await usage_store.used("k1", tomorrow) == 1
+    assert await usage_store.used_many(["k2", "k3", "k1"], today) == [7, 0, 150]
+    assert await usage_store.used_many([], today) == []
     with pytest.raises(ValueError):
         await usage_store.add("k1", today, -1)
 
