@@ -51,6 +51,7 @@ from orchestra import (
 )
 from orchestra._types import MODES
 from orchestra.engine import KeyedBatcher, found_session, load_config, packaged_config, team_infos
+from orchestra.serving import _keys_api as keys_api
 from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._guard import Cors, InputGuard
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
@@ -189,6 +190,37 @@ def _mode_failure(error: BaseException | None = None) -> OrchestraError:
 def openapi_chat(example: dict[str, Any]) -> dict[str, Any]:
     """A chat route's body example; its schema and responses are set by ``orchestra.serving._openapi``."""
     return {"requestBody": {"required": True, "content": {"application/json": {"example": example}}}}
+
+
+def openapi_keys(
+    summary_data: dict[str, Any], body: type[Any] | None = None, status: str = "200"
+) -> dict[str, Any]:
+    """OpenAPI for a key management route: its body (parsed by the handler itself), its envelope and
+    its errors (``admin`` scope, except ``/keys/v2/me``)."""
+    errors = {
+        "400": {"description": "VALIDATION_ERROR in the envelope"},
+        "401": {
+            "description": "AUTHENTICATION_ERROR (WWW-Authenticate: Bearer), also for a key without the scope"
+        },
+        "404": {"description": "NOT_FOUND: no such key"},
+        "429": {"description": "RATE_LIMIT_ERROR with Retry-After"},
+        "503": {"description": "SERVICE_UNAVAILABLE with Retry-After"},
+    }
+    extra: dict[str, Any] = {
+        "responses": {
+            status: {
+                "description": "the envelope",
+                "content": {"application/json": {"schema": keys_api.envelope_schema(summary_data)}},
+            },
+            **errors,
+        },
+    }
+    if body is not None:
+        extra["requestBody"] = {
+            "required": status == "201",
+            "content": {"application/json": {"schema": body.model_json_schema()}},
+        }
+    return extra
 
 
 class ServeChatService:
@@ -391,6 +423,62 @@ class Ingress:
     @fastapi_app.delete("/chat/v2/sessions/{session_id}", summary="End a session of the caller")
     async def delete_session(self, request: Request, session_id: str) -> Response:
         return await self._gateway.end_session(request, "/chat/v2/sessions/{session_id}", session_id)
+
+    @fastapi_app.post(
+        "/keys/v2",
+        summary="Create an API key (scope admin); the key is in the answer this once",
+        status_code=201,
+        openapi_extra=openapi_keys(
+            keys_api.CreatedKey.model_json_schema(), keys_api.CreateKeyRequest, status="201"
+        ),
+    )
+    async def keys_create(self, request: Request) -> Response:
+        return await self._gateway.keys_create(request, "/keys/v2")
+
+    @fastapi_app.get(
+        "/keys/v2",
+        summary="Every API key with its usage today (scope admin); never the keys themselves",
+        openapi_extra=openapi_keys(
+            {
+                "type": "object",
+                "properties": {"keys": {"type": "array", "items": keys_api.KeyView.model_json_schema()}},
+            }
+        ),
+    )
+    async def keys_list(self, request: Request) -> Response:
+        return await self._gateway.keys_list(request, "/keys/v2")
+
+    @fastapi_app.get(
+        "/keys/v2/me",
+        summary="The calling key and its token usage today (any valid key)",
+        openapi_extra=openapi_keys(
+            {
+                "type": "object",
+                "properties": {
+                    "key": keys_api.KeyView.model_json_schema(),
+                    "usage": keys_api.KeyUsage.model_json_schema(),
+                },
+            }
+        ),
+    )
+    async def keys_me(self, request: Request) -> Response:
+        return await self._gateway.keys_me(request, "/keys/v2/me")
+
+    @fastapi_app.delete(
+        "/keys/v2/{key}",
+        summary="Revoke an API key by id or name (scope admin)",
+        openapi_extra=openapi_keys(keys_api.KeyView.model_json_schema()),
+    )
+    async def keys_revoke(self, request: Request, key: str) -> Response:
+        return await self._gateway.keys_revoke(request, "/keys/v2/{key}", key)
+
+    @fastapi_app.post(
+        "/keys/v2/{key}/rotate",
+        summary="Rotate an API key (scope admin): a new secret, the old one valid for the grace period",
+        openapi_extra=openapi_keys(keys_api.CreatedKey.model_json_schema(), keys_api.RotateKeyRequest),
+    )
+    async def keys_rotate(self, request: Request, key: str) -> Response:
+        return await self._gateway.keys_rotate(request, "/keys/v2/{key}/rotate", key)
 
     @fastapi_app.get("/health", summary="Component health (no auth)")
     async def health(self, request: Request) -> Response:

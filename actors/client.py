@@ -231,9 +231,11 @@ def _tenant_of(api_key: str, redis_url: str | None) -> str:
 
     async def lookup() -> str:
         redis = redis_client(redis_url)
+        keys = ApiKeys(RedisKeyStore(redis))  # the secret: the environment's or the data directory's
         try:
-            principal = await ApiKeys(RedisKeyStore(redis)).authenticate(f"Bearer {api_key}")
+            principal = await keys.authenticate(f"Bearer {api_key}")
         finally:
+            await keys.drain()
             await redis.aclose()
         return principal.tenant
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def run_w2(quick: bool = True, progress: Progress | None = None) -> dict[str, An
     key = "bench-w2-key-000000"
     env = {
         "ORCHESTRA_REDIS_URL": redis.url,
+        "ORCHESTRA_KEY_HASH_SECRET": secrets.token_urlsafe(48),
         "ORCHESTRA_CONFIG": str(config_path),
         "ORCHESTRA_API_KEYS": f"{key}:chat",
         "ORCHESTRA_LLM_PROVIDER": "scripted",

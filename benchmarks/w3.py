@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -175,6 +176,7 @@ def serve_orchestra(
         config_path.write_text(yaml.safe_dump(raw_config))
         env = {
             "ORCHESTRA_REDIS_URL": redis.url,
+            "ORCHESTRA_KEY_HASH_SECRET": secrets.token_urlsafe(48),
             "ORCHESTRA_CONFIG": str(config_path),
             "ORCHESTRA_LLM_PROVIDER": "scripted",
             "ORCHESTRA_API_KEYS": f"{BENCH_KEY}:chat",

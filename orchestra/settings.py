@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         default=SecretStr(""),
         description="Bootstrap API keys: comma-separated `key` or `key:scope+scope` (default scope chat).",
     )
+    key_hash_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Server-side secret of the keyed hash (HMAC-SHA256) API keys are stored as; every replica "
+            "and the `orchestra keys` CLI need the same. Unset: `<data dir>/key-hash-secret` "
+            "(`orchestra serve` creates it, mode 0600)."
+        ),
+    )
     rate_limit_per_minute: int = Field(
         default=1000, ge=1, le=60_000_000, description="Per-key HTTP rate limit (spec §6: 1000/min)."
     )

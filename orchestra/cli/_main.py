@@ -1,4 +1,4 @@
-"""``orchestra`` command line: run a swarm on a local Ray (or in-process), list teams."""
+"""``orchestra`` command line: run a swarm on a local Ray (or in-process), list teams, serve, manage keys."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from orchestra._edges import load_edge
 from orchestra._types import MODES
 from orchestra.engine._config import load_config
 from orchestra.engine._messages import RunCompleted, RunEvent, RunFailed, TokenEvent, TurnEnd, TurnStart
-from orchestra.errors import OrchestraError
+from orchestra.errors import ConfigError, OrchestraError
 from orchestra.settings import ENV_PREFIX, settings
 
 __all__ = ["main"]
@@ -45,7 +45,48 @@ def _parser() -> argparse.ArgumentParser:
         help="Serve config YAML with the deployment settings (configs/serve.yaml)",
     )
     srv.add_argument("--address", help="Ray address: 'local' forces a new one (default: $RAY_ADDRESS or new)")
+    _keys_parser(sub)
     return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number >= 1")
+    return value
+
+
+def _keys_parser(sub: Any) -> None:
+    keys = sub.add_parser(
+        "keys",
+        help="issue, list, revoke and rotate API keys",
+        description=(
+            "Manage the API keys of the server's store: $ORCHESTRA_REDIS_URL, else the embedded store of "
+            "the `orchestra serve` running in this data directory. Changes reach every replica within "
+            "2 seconds."
+        ),
+    )
+    ops = keys.add_subparsers(dest="keys_command", required=True)
+    create = ops.add_parser("create", help="issue a key (printed once: it cannot be shown again)")
+    create.add_argument("--name", required=True, help="a name unique among active keys")
+    create.add_argument(
+        "--scopes", default="chat", help="comma-separated: chat, metrics, admin (default chat)"
+    )
+    create.add_argument("--expires", help="lifetime, e.g. 30d, 12h, 2w (default: never)")
+    create.add_argument("--daily-tokens", type=_positive, help="daily token budget (UTC day; default none)")
+    create.add_argument("--rpm", type=_positive, help="requests per minute (default: the server's, 1000)")
+    create.add_argument("--tenant", help="owner of its sessions and memory (default: the key's own id)")
+    create.add_argument("--json", action="store_true", help="print the key and its record as JSON")
+    listing = ops.add_parser("list", help="every key with its usage today (never the keys themselves)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = ops.add_parser("revoke", help="revoke a key by id or name")
+    revoke.add_argument("key", metavar="ID|NAME")
+    rotate = ops.add_parser("rotate", help="a new secret for a key; the old one works for a grace period")
+    rotate.add_argument("key", metavar="ID|NAME")
+    rotate.add_argument(
+        "--grace", default="1h", help="how long the old secret keeps working (default 1h; 0s: none)"
+    )
+    rotate.add_argument("--json", action="store_true", help="print the new key and its record as JSON")
 
 
 def _print_event(event: RunEvent, state: dict[str, Any]) -> None:
@@ -141,6 +182,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from orchestra.cli._embedded import EmbeddedRedis, dev_key
     from orchestra.cli._server_file import remove_server_file, write_server_file
+    from orchestra.serving._auth import ensure_hash_secret
     from orchestra.serving._proxy import PROXY_CALLBACK
 
     load_config(args.config)  # a bad swarms config stops us here, before anything starts
@@ -151,6 +193,8 @@ def _serve(args: argparse.Namespace) -> int:
     if not settings().redis_url:
         redis = EmbeddedRedis(data_dir / "redis")
         os.environ["ORCHESTRA_REDIS_URL"] = redis.url
+    # Every replica and the `orchestra keys` CLI hash keys with the same secret.
+    os.environ["ORCHESTRA_KEY_HASH_SECRET"] = ensure_hash_secret(data_dir).decode()
     key = dev_key(data_dir)
     extra = settings().api_keys.get_secret_value()
     os.environ["ORCHESTRA_API_KEYS"] = ",".join(filter(None, [extra, f"{key}:chat+metrics+admin"]))
@@ -199,6 +243,123 @@ def _serve(args: argparse.Namespace) -> int:
             redis.stop()
 
 
+def _key_store_url() -> str:
+    """The store the running server uses: ``ORCHESTRA_REDIS_URL``, else the embedded one of the
+    ``orchestra serve`` of this data directory."""
+    from orchestra.cli._server_file import read_server_file
+
+    env = settings()
+    if env.redis_url:
+        return env.redis_url
+    info = read_server_file(env.data_dir)
+    if info is not None and info["redis_url"]:
+        return info["redis_url"]
+    raise ConfigError(
+        f"no key store: start `orchestra serve` with this data directory ({env.data_dir}) or set "
+        "ORCHESTRA_REDIS_URL to the server's Redis",
+        details={"field": "ORCHESTRA_REDIS_URL", "reason": "no store"},
+    )
+
+
+def _print_keys(views: list[dict[str, Any]]) -> None:
+    def short(value: str | None) -> str:
+        return "-" if value is None else value[:16].replace("T", " ")
+
+    rows = [("ID", "NAME", "SCOPES", "STATUS", "CREATED", "LAST USED", "EXPIRES", "RPM", "TOKENS TODAY")]
+    for v in views:
+        budget = f"{v['tokens_today']}/{v['daily_tokens']}" if v["daily_tokens"] else str(v["tokens_today"])
+        rows.append(
+            (
+                v["id"],
+                v["name"] or "-",
+                ",".join(v["scopes"]),
+                v["status"],
+                short(v["created_at"]),
+                short(v["last_used_at"]),
+                short(v["expires_at"]),
+                str(v["rpm"] or "default"),
+                budget,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from orchestra.serving._auth import ApiKeys, describe_key, hash_secret, parse_duration
+    from orchestra.serving._budgets import Budgets
+    from orchestra.serving._keys_api import parse_rotate
+    from orchestra.stores.redis import RedisKeyStore, RedisUsageStore, redis_client
+
+    secret = hash_secret()  # before touching the store: a missing secret is the first thing to fix
+    redis = redis_client(_key_store_url())
+    try:
+        keys = ApiKeys(RedisKeyStore(redis), secret=secret)
+        budgets = Budgets(RedisUsageStore(redis))
+        now = datetime.now(UTC)
+
+        async def views(records: list[Any]) -> list[dict[str, Any]]:
+            used = await budgets.used_today([r.key_id for r in records])
+            last = await keys.last_used()
+            return [
+                describe_key(r, now=now, last_used=last.get(r.key_id), tokens_today=u)
+                for r, u in zip(records, used, strict=True)
+            ]
+
+        async def view(record: Any) -> dict[str, Any]:
+            return (await views([record]))[0]
+
+        if args.keys_command == "create":
+            expires = parse_duration(args.expires, "--expires") if args.expires else None
+            key, record = await keys.create(
+                args.tenant,
+                [s.strip() for s in args.scopes.split(",") if s.strip()],
+                args.name,
+                expires_at=None if expires is None else now + expires,
+                rpm=args.rpm,
+                daily_tokens=args.daily_tokens,
+            )
+            shown = await view(record)
+            if args.json:
+                print(json.dumps({**shown, "key": key}, indent=2))
+                return 0
+            print(f"created {record.key_id} ({record.name}), scopes {','.join(shown['scopes'])}")
+            limits = f"rpm {record.rpm or 'default'}; daily tokens {record.daily_tokens or 'unlimited'}"
+            print(f"expires {shown['expires_at'] or 'never'}; {limits}")
+            print("the key (shown this once; it is stored only as a keyed hash):")
+            print(key)
+            return 0
+        if args.keys_command == "list":
+            listed = await views(await keys.list())
+            if args.json:
+                print(json.dumps(listed, indent=2))
+            else:
+                _print_keys(listed)
+            return 0
+        record = await keys.find(args.key)
+        if args.keys_command == "revoke":
+            await keys.revoke(record.key_id)
+            print(f"revoked {record.key_id} ({record.name or '-'}): refused by every replica within 2 s")
+            return 0
+        grace = parse_rotate(json.dumps({"grace": args.grace}).encode())
+        key, rotated = await keys.rotate(record.key_id, grace)
+        shown = await view(rotated)
+        if args.json:
+            print(json.dumps({**shown, "key": key}, indent=2))
+            return 0
+        until = shown["previous_key_valid_until"]
+        old = f"keeps working until {until} ({args.grace})" if until else "stops working within 2 s"
+        print(f"rotated {rotated.key_id} ({rotated.name or '-'}); the previous key {old}")
+        print("the new key (shown this once):")
+        print(key)
+        return 0
+    finally:
+        await redis.aclose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -217,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
+        if args.command == "keys":
+            return asyncio.run(_keys(args))
         provider = load_config(args.config).resolved_provider()
         if provider == "scripted":
             print(

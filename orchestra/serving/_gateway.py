@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -30,8 +31,10 @@ from orchestra.errors import (
     ValidationError,
 )
 from orchestra.serving import _contract as api
+from orchestra.serving import _keys_api as keys_api
 from orchestra.serving import _openai as openai_api
-from orchestra.serving._auth import ApiKeys, Principal, parse_api_keys_env, require_scope
+from orchestra.serving._auth import ApiKeys, Principal, describe_key, parse_api_keys_env, require_scope
+from orchestra.serving._budgets import Budgets
 from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from orchestra.serving._metrics import Metrics
 from orchestra.serving.ws import (
@@ -42,8 +45,16 @@ from orchestra.serving.ws import (
     handshake_credentials,
 )
 from orchestra.settings import settings
-from orchestra.stores import WS_CAPACITY, WS_REFILL_PER_S, LocalTokenBucket, RateLimiter, Session
-from orchestra.stores.redis import RedisKeyStore, RedisTokenBucket, redis_client
+from orchestra.stores import (
+    WS_CAPACITY,
+    WS_REFILL_PER_S,
+    ApiKeyRecord,
+    InMemoryUsageStore,
+    LocalTokenBucket,
+    RateLimiter,
+    Session,
+)
+from orchestra.stores.redis import RedisKeyStore, RedisTokenBucket, RedisUsageStore, redis_client
 
 __all__ = ["Gateway", "Probe", "http_error_response"]
 
@@ -135,12 +146,15 @@ class Gateway:
         teams: Collection[str],
         probes: Mapping[str, Probe],
         version: str,
+        budgets: Budgets | None = None,
     ) -> None:
-        """``probes``: ``runtime`` (the coordinators), ``modes`` (the mode deployments), ``store`` (Redis)."""
+        """``probes``: ``runtime`` (the coordinators), ``modes`` (the mode deployments), ``store`` (Redis).
+        ``budgets``: the daily token budgets (default: counted in this process's memory)."""
         self.service = service
         self.keys = keys
         self.limiter = limiter
         self.metrics = metrics
+        self.budgets = budgets or Budgets(InMemoryUsageStore(), metrics=metrics)
         self._teams = frozenset(teams)
         self._probes = probes
         self._version = version
@@ -175,6 +189,7 @@ class Gateway:
             teams=teams,
             probes={**probes, "store": redis.ping},
             version=version,
+            budgets=Budgets(RedisUsageStore(redis), metrics=metrics),
         )
 
     async def ready(self) -> None:
@@ -195,11 +210,14 @@ class Gateway:
 
     # -- the frame of every authenticated route ------------------------------------------------------
 
-    async def authorize(self, headers: Mapping[str, str], ctx: _Ctx, scope: str = "chat") -> Principal:
+    async def authorize(self, headers: Mapping[str, str], ctx: _Ctx, scope: str | None = "chat") -> Principal:
+        """Authenticate, check ``scope`` (None: any valid key) and take a token from the key's bucket
+        (at the key's own ``rpm`` when it has one)."""
         await self.ready()
         principal = await self.keys.authenticate(headers.get("authorization"))
-        require_scope(principal, scope)
-        decision = await self.limiter.acquire(principal.key_id)
+        if scope is not None:
+            require_scope(principal, scope)
+        decision = await self.limiter.acquire(principal.key_id, limit_per_minute=principal.rpm)
         ctx.headers.update(api.rate_limit_headers(decision))
         if not decision.allowed:
             self.metrics.rate_limited()
@@ -296,7 +314,7 @@ class Gateway:
         body = api.parse_body(raw, version)
         run = api.to_run_request(body, tenant=principal.tenant, run_id=ctx.request_id)
         api.validate_swarm_type(run.swarm_type, self._teams)
-        result = await self.service.run(run)
+        result = await self.budgets.service(self.service, principal).run(run)
         if version == "v1":
             return api.v1_data(result), 200
         return api.v2_data(result), 200
@@ -340,9 +358,10 @@ class Gateway:
             call = openai_api.parse_completion_request(
                 await self._body(request), teams=self._teams, tenant=principal.tenant, run_id=ctx.request_id
             )
+            service = self.budgets.service(self.service, principal)
             if not call.stream:
-                return JSONResponse(openai_api.completion(await self.service.run(call.run), call)), 200
-            stream = await openai_api.open_stream(call, self.service.stream(call.run))
+                return JSONResponse(openai_api.completion(await service.run(call.run), call)), 200
+            stream = await openai_api.open_stream(call, service.stream(call.run))
             sse = self._until_done(stream, call.run)
             headers = {"Cache-Control": "no-cache"}
             return StreamingResponse(sse, media_type="text/event-stream", headers=headers), 200
@@ -367,6 +386,84 @@ class Gateway:
                 with suppress(Exception):
                     await body.aclose()
                     await stream.aclose()
+
+    # -- API keys (orchestra.serving._keys_api) ------------------------------------------------------
+
+    async def _views(self, records: list[ApiKeyRecord]) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        last_used = await self.keys.last_used()
+        used = await self.budgets.used_today([r.key_id for r in records])
+        return [
+            describe_key(r, now=now, last_used=last_used.get(r.key_id), tokens_today=u)
+            for r, u in zip(records, used, strict=True)
+        ]
+
+    async def keys_create(self, request: Request, endpoint: str) -> Response:
+        """``POST /keys/v2`` (admin): a new key, shown once."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            await self.authorize(request.headers, ctx, scope="admin")
+            body, expires_in = keys_api.parse_create(await self._body(request))
+            now = datetime.now(UTC)
+            key, record = await self.keys.create(
+                body.tenant,
+                body.scopes,
+                body.name,
+                expires_at=None if expires_in is None else now + expires_in,
+                rpm=body.rpm,
+                daily_tokens=body.daily_tokens,
+            )
+            return {**describe_key(record, now=now, last_used=None, tokens_today=0), "key": key}, 201
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def keys_list(self, request: Request, endpoint: str) -> Response:
+        """``GET /keys/v2`` (admin): every key, oldest first, never the key itself."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            await self.authorize(request.headers, ctx, scope="admin")
+            return {"keys": await self._views(await self.keys.list())}, 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def keys_revoke(self, request: Request, endpoint: str, ref: str) -> Response:
+        """``DELETE /keys/v2/{key}`` (admin; id or name): revoked here at once, everywhere within the
+        key cache's bound."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            await self.authorize(request.headers, ctx, scope="admin")
+            record = await self.keys.find(ref)
+            await self.keys.revoke(record.key_id)
+            revoked = await self.keys.store.by_id(record.key_id)
+            return (await self._views([revoked or record]))[0], 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def keys_rotate(self, request: Request, endpoint: str, ref: str) -> Response:
+        """``POST /keys/v2/{key}/rotate`` (admin): a new secret, shown once; the old one works for the
+        grace period."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            await self.authorize(request.headers, ctx, scope="admin")
+            grace = keys_api.parse_rotate(await self._body(request))
+            record = await self.keys.find(ref)
+            key, rotated = await self.keys.rotate(record.key_id, grace)
+            return {**(await self._views([rotated]))[0], "key": key}, 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def keys_me(self, request: Request, endpoint: str) -> Response:
+        """``GET /keys/v2/me`` (any valid key): the caller's own key and its usage today."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx, scope=None)
+            record = await self.keys.store.by_id(principal.key_id)
+            if record is None:  # revoked and removed between the two reads
+                raise NotFoundError("no such API key")
+            view = (await self._views([record]))[0]
+            return {"key": view, "usage": await self.budgets.today(record.key_id, record.daily_tokens)}, 200
+
+        return await self.respond(request, endpoint, "v2", handle)
 
     # -- metrics and health --------------------------------------------------------------------------
 
@@ -446,14 +543,14 @@ class Gateway:
         except OrchestraError:
             await ws.close(code=CLOSE_AUTH_FAILED, reason="authentication failed")
             return
-        decision = await self.limiter.acquire(principal.key_id)
+        decision = await self.limiter.acquire(principal.key_id, limit_per_minute=principal.rpm)
         if not decision.allowed:
             self.metrics.rate_limited()
             await ws.close(code=CLOSE_RATE_LIMITED, reason="rate limited")
             return
         try:
             connection = WsConnection(
-                self.service,
+                self.budgets.service(self.service, principal),
                 send=ws.send_json,
                 tenant=principal.tenant,
                 client_id=client_id,

@@ -171,6 +171,12 @@ class Metrics:
             registry=r,
         )
         self._rate_limited = Counter("rate_limited_total", "Requests rejected by rate limiting.", registry=r)
+        self._key_tokens = Counter(
+            "api_key_tokens_total",
+            "LLM tokens used by the finished runs of each API key, by key id (never the key itself).",
+            ["key_id"],
+            registry=r,
+        )
         self._webhooks = Counter(
             "webhook_deliveries_total",
             "Webhook delivery attempts by event and outcome.",
@@ -206,6 +212,9 @@ class Metrics:
 
     def rate_limited(self) -> None:
         self._rate_limited.inc()
+
+    def key_tokens(self, key_id: str, tokens: int) -> None:
+        self._key_tokens.labels(key_id).inc(max(0, tokens))
 
     def webhook_delivery(self, event: str, outcome: str) -> None:
         self._webhooks.labels(event, outcome).inc()

@@ -252,7 +252,9 @@ def finish(spec: dict[str, Any], teams: Iterable[str]) -> dict[str, Any]:
                 op["requestBody"]["required"] = True
             for status in _statuses(path, method, public):
                 responses[status] = _error(status, shape)
-            ok = responses.setdefault("200", {"description": "OK"})
+            if not any(code.startswith("2") for code in responses):
+                responses["200"] = {"description": "OK"}
+            ok = next(r for code, r in sorted(responses.items()) if code.startswith("2"))
             if path == "/metrics":
                 ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
             elif path == "/health":

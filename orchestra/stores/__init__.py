@@ -5,7 +5,8 @@ implementations are in ``orchestra.stores.redis``.
 - ``MemoryStore``: long-term memory for ``use_memory`` (``InMemoryMemoryStore``, ``RedisMemoryStore``);
 - ``KeyStore``: API key records, hashes only (``InMemoryKeyStore``, ``RedisKeyStore``);
 - ``RateLimiter``: token buckets per key (``LocalTokenBucket``, ``RedisTokenBucket``);
-- ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``).
+- ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``);
+- ``UsageStore``: tokens used per key and UTC day, for budgets (``InMemoryUsageStore``, ``RedisUsageStore``).
 """
 
 from orchestra.stores._keys import SCOPES, ApiKeyRecord, InMemoryKeyStore, KeyStore
@@ -22,6 +23,7 @@ from orchestra.stores._ratelimit import (
 )
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
+from orchestra.stores._usage import InMemoryUsageStore, UsageStore
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -35,6 +37,7 @@ __all__ = [
     "InMemoryMemoryStore",
     "InMemorySessionStore",
     "InMemoryTranscriptStore",
+    "InMemoryUsageStore",
     "KeyStore",
     "LocalTokenBucket",
     "MemoryItem",
@@ -45,5 +48,6 @@ __all__ = [
     "SessionStore",
     "SessionTurn",
     "TranscriptStore",
+    "UsageStore",
     "relevance",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "check_cost",
     "decision",
     "interval_us",
+    "shape",
 ]
 
 DEFAULT_CAPACITY = 50
@@ -75,12 +76,27 @@ class RateLimiter(Protocol):
     capacity: int
     limit: int
 
-    async def acquire(self, key: str, cost: int = 1) -> RateLimitDecision:
+    async def acquire(
+        self, key: str, cost: int = 1, *, limit_per_minute: int | None = None
+    ) -> RateLimitDecision:
         """Take ``cost`` tokens from ``key``'s bucket if it has them (the decision says whether it did).
 
+        ``limit_per_minute``: this key's own rate (an API key's ``rpm``) instead of the limiter's; its
+        bucket then holds ``min(capacity, limit_per_minute)`` (see ``shape``).
         Raises ``ServiceUnavailableError`` when a shared bucket cannot be reached.
         """
         ...
+
+
+def shape(capacity: int, interval: int, limit: int, limit_per_minute: int | None) -> tuple[int, int, int]:
+    """(capacity, interval µs, limit) of a bucket: the limiter's own, or a key's own rate. A key slower than
+    the default burst gets a bucket of one minute's requests, so it never admits more than
+    ``2 * limit_per_minute`` in a minute."""
+    if limit_per_minute is None:
+        return capacity, interval, limit
+    if limit_per_minute < 1:
+        raise ValueError("limit_per_minute must be at least 1")
+    return min(capacity, limit_per_minute), interval_us(limit_per_minute / 60), limit_per_minute
 
 
 def interval_us(refill_per_s: float) -> int:
@@ -142,16 +158,19 @@ class LocalTokenBucket:
         self._max_keys = max_keys
         self._tat: dict[str, int] = {}
 
-    def acquire_now(self, key: str = "", cost: int = 1) -> RateLimitDecision:
-        check_cost(self.capacity, cost)
+    def acquire_now(
+        self, key: str = "", cost: int = 1, *, limit_per_minute: int | None = None
+    ) -> RateLimitDecision:
+        capacity, interval, limit = shape(self.capacity, self._interval, self.limit, limit_per_minute)
+        check_cost(capacity, cost)
         now = round(self._clock() * _US)
-        allowed, tat = _step(self._tat.get(key), now, self._interval, self.capacity, cost)
+        allowed, tat = _step(self._tat.get(key), now, interval, capacity, cost)
         self._tat[key] = tat
         if len(self._tat) > self._max_keys:
             self._tat = {k: t for k, t in self._tat.items() if t > now}
-        return decision(
-            allowed, tat, now, interval=self._interval, capacity=self.capacity, cost=cost, limit=self.limit
-        )
+        return decision(allowed, tat, now, interval=interval, capacity=capacity, cost=cost, limit=limit)
 
-    async def acquire(self, key: str = "", cost: int = 1) -> RateLimitDecision:
-        return self.acquire_now(key, cost)
+    async def acquire(
+        self, key: str = "", cost: int = 1, *, limit_per_minute: int | None = None
+    ) -> RateLimitDecision:
+        return self.acquire_now(key, cost, limit_per_minute=limit_per_minute)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -73,6 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             "ORCHESTRA_REDIS_URL": redis.url,
+            "ORCHESTRA_KEY_HASH_SECRET": secrets.token_urlsafe(48),
             "ORCHESTRA_CONFIG": str(_config_file(Path(tmp))),
             "ORCHESTRA_API_KEYS": f"{KEY}:chat",
             "ORCHESTRA_LLM_PROVIDER": "scripted",

@@ -14,6 +14,8 @@ import orchestra
 from ..conftest import fast_raw_config
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The hashing secret of the session's Serve app (tests that build their own ApiKeys use it too).
+KEY_HASH_SECRET = "integration-test-key-hash-secret-" + "0" * 16
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -109,6 +111,7 @@ def serve_app(
     info = ServeInfo("", "")
     env = {
         "ORCHESTRA_REDIS_URL": redis_server,
+        "ORCHESTRA_KEY_HASH_SECRET": KEY_HASH_SECRET,
         "ORCHESTRA_CONFIG": str(config_path),
         "ORCHESTRA_LLM_PROVIDER": "scripted",
         "ORCHESTRA_API_KEYS": ",".join(

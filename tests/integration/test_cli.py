@@ -99,6 +99,7 @@ def test_orchestra_serve_runs_answers_stops_on_ctrl_c_and_keeps_sessions(tmp_pat
         assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "healthy"
         first = r.json()["data"]["response"]
         _notebook_joins_the_running_server(tmp_path, url, key)
+        _keys_cli_uses_the_running_servers_store(tmp_path, url)
     finally:
         _stop(proc, port)
     # Started again in the same directory: the dev key still works and the session has its turn.
@@ -168,3 +169,35 @@ def _notebook_joins_the_running_server(tmp_path: Path, url: str, key: str) -> No
     assert seen["agents_before"] and seen["agents_after"] == seen["agents_before"], seen
     session = httpx.get(f"{url}/chat/v2/sessions/joined", headers=auth, timeout=30)
     assert [t["message"] for t in session.json()["data"]["turns"]] == ["over HTTP", "and from the notebook"]
+
+
+def _keys_cli_uses_the_running_servers_store(tmp_path: Path, url: str) -> None:
+    """``orchestra keys`` run in the server's directory finds its embedded store (server.json) and its
+    hashing secret (``.orchestra/key-hash-secret``, mode 0600): a key it creates works over HTTP, and
+    once revoked stops working."""
+    import json
+
+    secret = tmp_path / ".orchestra" / "key-hash-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ORCHESTRA_REDIS_URL", "ORCHESTRA_KEY_HASH_SECRET", "ORCHESTRA_API_KEYS")
+    }
+
+    def keys(*argv: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestra.cli", "keys", *argv],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    created = json.loads(keys("create", "--name", "from-cli", "--json"))
+    auth = {"Authorization": f"Bearer {created['key']}"}
+    me = httpx.get(f"{url}/keys/v2/me", headers=auth, timeout=30)
+    assert me.status_code == 200 and me.json()["data"]["key"]["name"] == "from-cli", me.text
+    assert "from-cli" in keys("list") and created["key"] not in keys("list")
+    keys("revoke", "from-cli")
+    time.sleep(2.5)  # the replicas' key cache bound (2 s)
+    assert httpx.get(f"{url}/keys/v2/me", headers=auth, timeout=30).status_code == 401

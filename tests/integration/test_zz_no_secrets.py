@@ -9,13 +9,13 @@ from typing import Any
 
 import httpx
 
-from .conftest import PROVIDER_SECRETS, ServeInfo
+from .conftest import KEY_HASH_SECRET, PROVIDER_SECRETS, ServeInfo
 
 
 def _secrets(serve_app: ServeInfo) -> list[str]:
     keys = [serve_app.chat_key, serve_app.metrics_key, serve_app.other_key, serve_app.burst_key]
     keys += [serve_app.fuzz_key, *serve_app.keys]
-    return [*keys, *PROVIDER_SECRETS.values()]
+    return [*keys, *PROVIDER_SECRETS.values(), KEY_HASH_SECRET]
 
 
 def _log_files(ray_session: Any) -> list[Path]:

@@ -19,6 +19,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
+UNIT_KEY_HASH_SECRET = "unit-test-key-hash-secret-" + "0" * 16
+
+
+@pytest.fixture(autouse=True)
+def _key_hash_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API key hashing secret every ``ApiKeys`` built without one reads (as on a configured server)."""
+    monkeypatch.setenv("ORCHESTRA_KEY_HASH_SECRET", UNIT_KEY_HASH_SECRET)
+
+
 @pytest.fixture(autouse=True)
 def _no_ray() -> None:
     """Unit tests must stay Ray-free: fail loudly if one started Ray."""

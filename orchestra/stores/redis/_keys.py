@@ -1,10 +1,20 @@
-"""``KeyStore`` in Redis: two hashes, ``<prefix>:by_hash`` (key hash → record JSON) and ``<prefix>:by_id``
-(key id → key hash), shared by every replica."""
+"""``KeyStore`` in Redis, shared by every replica and the ``orchestra keys`` CLI:
+
+- ``<prefix>:records`` hash: key id → record JSON;
+- ``<prefix>:index`` hash: key hash → key id (the current hash, and a rotated key's previous one during
+  its grace period);
+- ``<prefix>:last_used`` hash: key id → ISO time it was last noted used.
+
+A lookup by hash is one round trip (a read-only Lua script follows the index). The records of the
+earlier layout (``orchestra:apikeys:*``, unkeyed sha256) are not read: bootstrap keys register again.
+"""
 
 from __future__ import annotations
 
 import builtins
 import logging
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,6 +26,13 @@ from orchestra.stores.redis._client import unavailable
 __all__ = ["RedisKeyStore"]
 
 log = logging.getLogger("orchestra.stores")
+
+# KEYS[1] index, KEYS[2] records; ARGV[1] the hash.
+_GET_SCRIPT = """
+local key_id = redis.call('HGET', KEYS[1], ARGV[1])
+if not key_id then return false end
+return redis.call('HGET', KEYS[2], key_id)
+"""
 
 
 def _text(value: Any) -> str:
@@ -32,34 +49,54 @@ def _decode(raw: Any) -> ApiKeyRecord | None:
 
 class RedisKeyStore:
     def __init__(
-        self, redis: aioredis.Redis, *, prefix: str = "orchestra:apikeys", timeout_s: float | None = 1.0
+        self, redis: aioredis.Redis, *, prefix: str = "orchestra:keys", timeout_s: float | None = 1.0
     ) -> None:
         """``timeout_s`` bounds each operation (the client's own retries included) before a 503."""
         self._redis = redis
-        self._by_hash = f"{prefix}:by_hash"
-        self._by_id = f"{prefix}:by_id"
+        self._records = f"{prefix}:records"
+        self._index = f"{prefix}:index"
+        self._used = f"{prefix}:last_used"
         self._timeout_s = timeout_s
+        self._get = redis.register_script(_GET_SCRIPT)
 
     async def get(self, key_hash: str) -> ApiKeyRecord | None:
         async with unavailable("API key store", self._timeout_s):
-            raw = await self._redis.hget(self._by_hash, key_hash)
+            raw = await self._get(keys=[self._index, self._records], args=[key_hash])
         return None if raw is None else _decode(raw)
 
-    async def hash_for_id(self, key_id: str) -> str | None:
+    async def by_id(self, key_id: str) -> ApiKeyRecord | None:
         async with unavailable("API key store", self._timeout_s):
-            raw = await self._redis.hget(self._by_id, key_id)
-        return None if raw is None else _text(raw)
+            raw = await self._redis.hget(self._records, key_id)
+        return None if raw is None else _decode(raw)
 
-    async def put(self, record: ApiKeyRecord) -> None:
+    async def put(self, record: ApiKeyRecord, *, unindex: Collection[str] = ()) -> None:
         async with (
             unavailable("API key store", self._timeout_s),
             self._redis.pipeline(transaction=True) as pipe,
         ):
-            pipe.hset(self._by_hash, record.key_hash, record.model_dump_json())
-            pipe.hset(self._by_id, record.key_id, record.key_hash)
+            stale = [h for h in unindex if h not in record.hashes()]
+            if stale:
+                pipe.hdel(self._index, *stale)
+            pipe.hset(self._records, record.key_id, record.model_dump_json())
+            pipe.hset(self._index, mapping=dict.fromkeys(record.hashes(), record.key_id))
             await pipe.execute()
 
     async def all(self) -> builtins.list[ApiKeyRecord]:
         async with unavailable("API key store", self._timeout_s):
-            raw = await self._redis.hvals(self._by_hash)
+            raw = await self._redis.hvals(self._records)
         return [r for r in map(_decode, raw) if r is not None]
+
+    async def touch(self, key_id: str, at: datetime) -> None:
+        async with unavailable("API key store", self._timeout_s):
+            await self._redis.hset(self._used, key_id, at.isoformat())
+
+    async def last_used(self) -> dict[str, datetime]:
+        async with unavailable("API key store", self._timeout_s):
+            raw = await self._redis.hgetall(self._used)
+        found: dict[str, datetime] = {}
+        for key_id, when in raw.items():
+            try:
+                found[_text(key_id)] = datetime.fromisoformat(_text(when))
+            except ValueError:
+                continue
+        return found

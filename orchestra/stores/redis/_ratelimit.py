@@ -23,6 +23,7 @@ from orchestra.stores._ratelimit import (
     check_cost,
     decision,
     interval_us,
+    shape,
 )
 from orchestra.stores.redis._client import unavailable
 
@@ -110,26 +111,22 @@ class RedisTokenBucket:
                 return  # many keys over their limit at once: they pay their round trip
         self._refused[key] = (now + (refusal.retry_after_s or 0.0), cost, refusal)
 
-    async def acquire(self, key: str, cost: int = 1) -> RateLimitDecision:
-        """Take ``cost`` tokens from ``key``'s bucket if it has them; 503 error if Redis is down."""
-        check_cost(self.capacity, cost)
+    async def acquire(
+        self, key: str, cost: int = 1, *, limit_per_minute: int | None = None
+    ) -> RateLimitDecision:
+        """Take ``cost`` tokens from ``key``'s bucket if it has them (at the key's own
+        ``limit_per_minute`` when given: the script takes the interval per call); 503 if Redis is down."""
+        capacity, interval, limit = shape(self.capacity, self._interval, self.limit, limit_per_minute)
+        check_cost(capacity, cost)
         if self._now_us is None and (known := self._known_refusal(key, cost)) is not None:
             await asyncio.sleep(0)  # still a suspension point: a caller looping on refusals yields
             return known
         override = "" if self._now_us is None else str(self._now_us())
         async with unavailable("rate limiter", self._timeout_s):
-            reply = await self._script(
-                keys=[self._prefix + key], args=[self._interval, self.capacity, cost, override]
-            )
+            reply = await self._script(keys=[self._prefix + key], args=[interval, capacity, cost, override])
         allowed, tat, now = (int(v) for v in reply)
         result = decision(
-            allowed == 1,
-            tat,
-            now,
-            interval=self._interval,
-            capacity=self.capacity,
-            cost=cost,
-            limit=self.limit,
+            allowed == 1, tat, now, interval=interval, capacity=capacity, cost=cost, limit=limit
         )
         if not result.allowed and self._now_us is None:
             self._remember(key, cost, result)

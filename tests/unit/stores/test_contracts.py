@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +19,7 @@ from orchestra.stores import (
     InMemoryMemoryStore,
     InMemorySessionStore,
     InMemoryTranscriptStore,
+    InMemoryUsageStore,
     KeyStore,
     LocalTokenBucket,
     MemoryStore,
@@ -26,6 +27,7 @@ from orchestra.stores import (
     SessionStore,
     SessionTurn,
     TranscriptStore,
+    UsageStore,
 )
 from orchestra.stores.redis import (
     RedisKeyStore,
@@ -33,6 +35,7 @@ from orchestra.stores.redis import (
     RedisSessionStore,
     RedisTokenBucket,
     RedisTranscriptStore,
+    RedisUsageStore,
 )
 
 
@@ -120,7 +123,9 @@ async def key_store(request: pytest.FixtureRequest) -> AsyncIterator[KeyStore]:
         await client.aclose()
 
 
-def _record(key_id: str, key_hash: str, *, revoked: bool = False) -> ApiKeyRecord:
+def _record(
+    key_id: str, key_hash: str, *, revoked: bool = False, previous: str | None = None
+) -> ApiKeyRecord:
     return ApiKeyRecord(
         key_id=key_id,
         key_hash=key_hash,
@@ -128,21 +133,88 @@ def _record(key_id: str, key_hash: str, *, revoked: bool = False) -> ApiKeyRecor
         scopes=frozenset({"chat"}),
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         revoked=revoked,
+        previous_hash=previous,
     )
 
 
 async def test_keys_by_hash_and_by_id(key_store: KeyStore) -> None:
     assert isinstance(key_store, KeyStore)
-    assert await key_store.get("a" * 64) is None and await key_store.hash_for_id("k1") is None
+    assert await key_store.get("a" * 64) is None and await key_store.by_id("k1") is None
     await key_store.put(_record("k1", "a" * 64))
     await key_store.put(_record("k2", "b" * 64))
-    assert await key_store.hash_for_id("k1") == "a" * 64
     found = await key_store.get("a" * 64)
     assert found is not None and found.key_id == "k1" and not found.revoked
+    assert await key_store.by_id("k1") == found
     await key_store.put(_record("k1", "a" * 64, revoked=True))  # replaced, not added
     replaced = await key_store.get("a" * 64)
     assert replaced is not None and replaced.revoked
     assert sorted(r.key_id for r in await key_store.all()) == ["k1", "k2"]
+
+
+async def test_a_rotated_key_is_found_by_both_hashes_until_unindexed(key_store: KeyStore) -> None:
+    await key_store.put(_record("k1", "a" * 64))
+    await key_store.put(_record("k1", "b" * 64, previous="a" * 64))
+    for key_hash in ("a" * 64, "b" * 64):
+        found = await key_store.get(key_hash)
+        assert found is not None and found.key_hash == "b" * 64
+    await key_store.put(_record("k1", "c" * 64), unindex=["a" * 64, "b" * 64])
+    assert await key_store.get("a" * 64) is None and await key_store.get("b" * 64) is None
+    assert (await key_store.by_id("k1")) == await key_store.get("c" * 64)
+    assert len(await key_store.all()) == 1
+
+
+async def test_last_use_is_kept_apart_from_the_record(key_store: KeyStore) -> None:
+    await key_store.put(_record("k1", "a" * 64))
+    assert await key_store.last_used() == {}
+    when = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
+    await key_store.touch("k1", when)
+    assert await key_store.last_used() == {"k1": when}
+    assert (await key_store.by_id("k1")) == _record("k1", "a" * 64)
+
+
+# -- token usage -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def usage_store(request: pytest.FixtureRequest) -> AsyncIterator[UsageStore]:
+    if request.param == "memory":
+        yield InMemoryUsageStore()
+    else:
+        client = await _fresh_redis(request)
+        yield RedisUsageStore(client)
+        await client.aclose()
+
+
+async def test_usage_adds_per_key_and_day(usage_store: UsageStore) -> None:
+    assert isinstance(usage_store, UsageStore)
+    today = datetime.now(UTC).date()
+    tomorrow = today + timedelta(days=1)
+    assert await usage_store.used("k1", today) == 0
+    assert await usage_store.add("k1", today, 100) == 100
+    assert await usage_store.add("k1", today, 50) == 150
+    assert await usage_store.add("k2", today, 7) == 7
+    assert await usage_store.add("k1", tomorrow, 1) == 1
+    assert await usage_store.used("k1", today) == 150 and await usage_store.used("k1", tomorrow) == 1
+    assert await usage_store.used_many(["k2", "k3", "k1"], today) == [7, 0, 150]
+    assert await usage_store.used_many([], today) == []
+    with pytest.raises(ValueError):
+        await usage_store.add("k1", today, -1)
+
+
+async def test_usage_adds_exactly_under_concurrency_from_several_clients(redis_server: str) -> None:
+    clients = [aioredis.Redis.from_url(redis_server) for _ in range(3)]
+    await clients[0].flushdb()
+    stores = [RedisUsageStore(c) for c in clients]
+    day = datetime.now(UTC).date()
+    await asyncio.gather(*(stores[i % 3].add("k", day, 3) for i in range(300)))
+    assert await stores[0].used("k", day) == 900
+    ttl = await clients[0].ttl(f"orchestra:usage:k:{day.isoformat()}")
+    assert 86400 < ttl <= 2 * 86400  # kept through tomorrow (yesterday stays readable), then gone
+    old = day - timedelta(days=3)
+    await stores[1].add("k", old, 5)  # a day long past expires at once
+    assert await stores[0].used("k", old) == 0
+    for client in clients:
+        await client.aclose()
 
 
 # -- long-term memory ------------------------------------------------------------------------------
@@ -193,6 +265,16 @@ async def test_a_bucket_admits_its_capacity_then_refuses_per_key(limiter: RateLi
     assert refused.retry_after_s is not None and 99 < refused.retry_after_s <= 100
     assert (await limiter.acquire("other")).allowed
     assert limiter.capacity == 3 and limiter.limit == 1
+
+
+async def test_a_key_may_have_its_own_rate(limiter: RateLimiter) -> None:
+    # rpm 2: a bucket of min(capacity 3, 2) = 2 tokens, refilled at 2/min
+    decisions = [await limiter.acquire("slow", limit_per_minute=2) for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert decisions[0].limit == 2 and decisions[0].remaining == 1
+    refused = decisions[-1]
+    assert refused.retry_after_s is not None and 29 < refused.retry_after_s <= 30
+    assert (await limiter.acquire("fast")).limit == 1  # others keep the limiter's own
 
 
 async def test_an_idle_session_is_ended_once_however_many_replicas_sweep(redis_server: str) -> None:

@@ -388,3 +388,30 @@ def test_limits_from_settings_defaults_overrides_and_errors(monkeypatch: pytest.
             with pytest.raises(ConfigError) as info:
                 settings()
         assert info.value.details["field"] == name
+
+
+@pytest.mark.parametrize(("rpm", "allowance"), [(None, 50 + 1000), (600, 50 + 600), (30, 30 + 30)])
+async def test_two_replicas_many_clients_one_key_admit_the_allowance_of_a_window(
+    redis_client: aioredis.Redis, redis_server: str, rpm: int | None, allowance: int
+) -> None:
+    """Issue 11: two independent limiters (two replicas, each its own connections) and 40 concurrent
+    clients on one key: over a saturated 60 s window the admitted count is the bucket's allowance
+    (capacity + a minute's refill; the key's own rpm when it has one) within 2 requests.
+
+    Time is simulated (``now_us`` replaces Redis TIME): every 0.5 s all 40 clients send at once, through
+    both replicas."""
+    clock = Clock(0.0)
+    clients, buckets = await _replicas(redis_server, 2, lambda c: RedisTokenBucket(c, now_us=clock.us))
+    admitted = 0
+    try:
+        for step in range(121):  # t = 0, 0.5, ... 60 s
+            clock.now = step / 2
+            decisions = await asyncio.gather(
+                *(buckets[i % 2].acquire("one-key", limit_per_minute=rpm) for i in range(40))
+            )
+            admitted += sum(d.allowed for d in decisions)
+            assert all(d.limit == (rpm or 1000) for d in decisions)
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert abs(admitted - allowance) <= 2, (admitted, allowance)
