@@ -36,10 +36,12 @@ def test_serve_yaml_is_a_serve_config_for_this_app() -> None:
 def _serve(tmp_path: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`orchestra serve` as the README runs it, in tmp_path (its data lands in tmp_path/.orchestra);
     ``extra_env`` on top (e.g. a slower scripted model)."""
+    # What the session's own Serve app was given (its Redis, keys, hashing secret...) is not the CLI's.
+    kept = ("ORCHESTRA_LLM_PROVIDER", "ORCHESTRA_BODY_IDLE_S")
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("RAY_ADDRESS", "ORCHESTRA_REDIS_URL", "ORCHESTRA_API_KEYS", "ORCHESTRA_CONFIG")
+        if k != "RAY_ADDRESS" and (not k.startswith("ORCHESTRA_") or k in kept)
     }
     env["ORCHESTRA_SCRIPTED_LATENCY_S"] = "0.01"
     env.update(extra_env or {})
