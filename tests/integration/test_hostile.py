@@ -209,3 +209,19 @@ async def test_websocket_frames_over_the_transport_limit_close_the_connection_un
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 30)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_client_that_leaves_mid_body_costs_one_log_line(serve_app: ServeInfo) -> None:
+    """The traceback check is in test_zz_no_secrets (every log of the session, after every test)."""
+    for _ in range(3):
+        _, writer = await _open(serve_app)
+        writer.write(
+            b"POST /chat/v2/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + serve_app.key(95).encode() + b"\r\n"
+            b'Content-Length: 1000\r\n\r\n{"message": "gone'
+        )
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+    async with httpx.AsyncClient(base_url=serve_app.base_url, timeout=30) as client:
+        assert (await client.get("/health")).status_code == 200  # and the service is fine
