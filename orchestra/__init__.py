@@ -2,8 +2,9 @@
 
 This package is the Ray-free core. Its public API is what this module exports (``__all__``, checked by a
 test): ``connect()`` to the live runtime, the typed results and stream events, the errors, and config
-loading. The folders are the architecture (docs/architecture.md): ``engine``, ``providers``, ``stores``,
-``serving``, ``cli``; their modules are internal.
+loading, and ``webhooks`` (``orchestra.webhooks.verify`` for receivers). The folders are the architecture
+(docs/architecture.md): ``engine``, ``providers``, ``stores``, ``serving``, ``webhooks``, ``cli``; their
+modules are internal.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from orchestra.errors import (
 )
 from orchestra.settings import Settings, settings
 from orchestra.stores import Session, SessionTurn
+from orchestra import webhooks  # orchestra.webhooks.verify: the receivers' signature check
 
 __version__ = "0.1.0"
 
@@ -103,6 +105,7 @@ __all__ = [
     "error_from_dict",
     "load_config",
     "settings",
+    "webhooks",
 ]
 
 

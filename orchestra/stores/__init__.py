@@ -5,7 +5,9 @@ implementations are in ``orchestra.stores.redis``.
 - ``MemoryStore``: long-term memory for ``use_memory`` (``InMemoryMemoryStore``, ``RedisMemoryStore``);
 - ``KeyStore``: API key records, hashes only (``InMemoryKeyStore``, ``RedisKeyStore``);
 - ``RateLimiter``: token buckets per key (``LocalTokenBucket``, ``RedisTokenBucket``);
-- ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``).
+- ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``);
+- ``WebhookStore``: webhook subscriptions, their durable delivery queue and recent attempts
+  (``InMemoryWebhookStore``, ``RedisWebhookStore``).
 """
 
 from orchestra.stores._keys import SCOPES, ApiKeyRecord, InMemoryKeyStore, KeyStore
@@ -22,6 +24,13 @@ from orchestra.stores._ratelimit import (
 )
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
+from orchestra.stores._webhooks import (
+    Delivery,
+    DeliveryAttempt,
+    InMemoryWebhookStore,
+    Subscription,
+    WebhookStore,
+)
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -31,10 +40,13 @@ __all__ = [
     "WS_LIMIT_PER_MINUTE",
     "WS_REFILL_PER_S",
     "ApiKeyRecord",
+    "Delivery",
+    "DeliveryAttempt",
     "InMemoryKeyStore",
     "InMemoryMemoryStore",
     "InMemorySessionStore",
     "InMemoryTranscriptStore",
+    "InMemoryWebhookStore",
     "KeyStore",
     "LocalTokenBucket",
     "MemoryItem",
@@ -44,6 +56,8 @@ __all__ = [
     "Session",
     "SessionStore",
     "SessionTurn",
+    "Subscription",
     "TranscriptStore",
+    "WebhookStore",
     "relevance",
 ]

@@ -8,6 +8,7 @@ from orchestra.stores.redis._memory import RedisMemoryStore
 from orchestra.stores.redis._ratelimit import RedisTokenBucket
 from orchestra.stores.redis._sessions import RedisSessionStore
 from orchestra.stores.redis._transcripts import RedisTranscriptStore
+from orchestra.stores.redis._webhooks import RedisWebhookStore
 
 __all__ = [
     "RedisKeyStore",
@@ -15,6 +16,7 @@ __all__ = [
     "RedisSessionStore",
     "RedisTokenBucket",
     "RedisTranscriptStore",
+    "RedisWebhookStore",
     "listen_cancels",
     "publish_cancel",
     "redis_client",
