@@ -25,7 +25,6 @@ import ray
 from orchestra import ChatResult, OrchestraConfig, OrchestraError, RunRequest, settings
 from orchestra.engine import Engine
 from orchestra.providers import make_provider
-from orchestra.webhooks import EventPublisher
 from orchestra.stores.redis import (
     RedisMemoryStore,
     RedisSessionStore,
@@ -34,6 +33,7 @@ from orchestra.stores.redis import (
     listen_cancels,
     redis_client,
 )
+from orchestra.webhooks import EventPublisher
 
 from .agent import AgentActor
 from .runtime import RayRuntime

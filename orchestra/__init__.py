@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestra import webhooks  # orchestra.webhooks.verify: the receivers' signature check
 from orchestra._edges import load_edge as _load_edge
 from orchestra._handle import HostControl, OrchestraHandle
 from orchestra._types import MODES, Mode
@@ -55,7 +56,6 @@ from orchestra.errors import (
 )
 from orchestra.settings import Settings, settings
 from orchestra.stores import Session, SessionTurn
-from orchestra import webhooks  # orchestra.webhooks.verify: the receivers' signature check
 
 __version__ = "0.1.0"
 

@@ -76,7 +76,7 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._client: httpx2.AsyncClient | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[DeliveryAttempt]] = set()
 
     def _http(self) -> httpx2.AsyncClient:
         if self._client is None:
@@ -177,7 +177,9 @@ class Dispatcher:
         )
         try:
             if outcome == "disabled":
-                await self.store.disable_subscription(delivery.subscription_id, "the receiver answered 410 Gone")
+                await self.store.disable_subscription(
+                    delivery.subscription_id, "the receiver answered 410 Gone"
+                )
             await self.store.settle(delivery, record, retry_at)
         except OrchestraError as e:  # not settled: the lease runs out and the delivery is claimed again
             log.warning("webhook delivery %s not settled: %r", delivery.id, e)

@@ -70,11 +70,13 @@ class DeliveryPolicy:
 
     def backoff_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """The delay after failed attempt ``attempt`` (1-based), jittered."""
-        raw = self.retry_base_s * 2 ** min(attempt - 1, 60)
-        factor = 1.0 + (rng or random).uniform(-self.jitter, self.jitter)
+        raw = self.retry_base_s * float(2 ** min(attempt - 1, 60))
+        factor = 1.0 + float((rng or random).uniform(-self.jitter, self.jitter))
         return min(self.retry_cap_s, raw * factor)
 
-    def retry_delay_s(self, attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+    def retry_delay_s(
+        self, attempt: int, retry_after: float | None, rng: random.Random | None = None
+    ) -> float:
         """The backoff, or the receiver's ``Retry-After`` when longer; never beyond the cap."""
         delay = self.backoff_s(attempt, rng)
         if retry_after is not None:
@@ -109,7 +111,7 @@ def check_url(url: str, *, allow_private: bool) -> SplitResult:
     a host; no credentials); ``TargetBlockedError`` otherwise. Literal IPs are checked here too."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        _ = parts.port  # a port that is not a number raises here
     except ValueError:
         raise TargetBlockedError("not a valid URL") from None
     allowed = ("https", "http") if allow_private else ("https",)
@@ -119,7 +121,6 @@ def check_url(url: str, *, allow_private: bool) -> SplitResult:
         raise TargetBlockedError("the URL has no host")
     if parts.username is not None or parts.password is not None:
         raise TargetBlockedError("the URL must not carry credentials")
-    del port
     if not allow_private:
         try:
             literal = ipaddress.ip_address(parts.hostname)

@@ -141,7 +141,7 @@ class RedisWebhookStore:
         )
 
     async def add_subscription(self, subscription: Subscription) -> None:
-        mapping = {
+        mapping: dict[Any, Any] = {
             "tenant": subscription.tenant,
             "url": subscription.url,
             "events": ",".join(subscription.events),
@@ -156,7 +156,7 @@ class RedisWebhookStore:
 
     async def subscriptions(self, tenant: str) -> list[Subscription]:
         async with unavailable("webhook store", self._timeout_s):
-            ids = sorted(_text(i) for i in await self._redis.smembers(self._tenant(tenant)))  # type: ignore[misc]
+            ids = sorted(_text(i) for i in await self._redis.smembers(self._tenant(tenant)))
             async with self._redis.pipeline(False) as pipe:
                 for i in ids:
                     pipe.hgetall(self._sub(i))
@@ -167,7 +167,7 @@ class RedisWebhookStore:
 
     async def subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
         async with unavailable("webhook store", self._timeout_s):
-            raw = await self._redis.hgetall(self._sub(subscription_id))  # type: ignore[misc]
+            raw = await self._redis.hgetall(self._sub(subscription_id))
         found = self._subscription(subscription_id, raw)
         return found if found is not None and found.tenant == tenant else None
 
@@ -183,14 +183,24 @@ class RedisWebhookStore:
     async def enqueue(
         self, tenant: str, event_type: str, event_id: str, body: str, *, due: float, only: str | None = None
     ) -> list[str]:
-        args = [self._prefix, tenant, event_type, event_id.removeprefix("evt_")[:16], body, repr(due), only or ""]
+        args = [
+            self._prefix,
+            tenant,
+            event_type,
+            event_id.removeprefix("evt_")[:16],
+            body,
+            repr(due),
+            only or "",
+        ]
         async with unavailable("webhook store", self._timeout_s):
             ids = await self._enqueue(keys=[self._tenant(tenant), self._queue], args=args)
         return [_text(i) for i in ids]
 
     async def claim(self, now: float, lease_until: float, limit: int) -> list[Delivery]:
         async with unavailable("webhook store", self._timeout_s):
-            rows = await self._claim(keys=[self._queue], args=[self._prefix, repr(now), repr(lease_until), limit])
+            rows = await self._claim(
+                keys=[self._queue], args=[self._prefix, repr(now), repr(lease_until), limit]
+            )
         return [
             Delivery(
                 id=_text(did),
@@ -212,13 +222,18 @@ class RedisWebhookStore:
             self._sub(delivery.subscription_id),
             self._attempts(delivery.subscription_id),
         ]
-        args = [delivery.id, "" if retry_at is None else repr(retry_at), attempt.model_dump_json(), ATTEMPTS_KEPT]
+        args = [
+            delivery.id,
+            "" if retry_at is None else repr(retry_at),
+            attempt.model_dump_json(),
+            str(ATTEMPTS_KEPT),
+        ]
         async with unavailable("webhook store", self._timeout_s):
             await self._settle(keys=keys, args=args)
 
     async def attempts(self, subscription_id: str, limit: int = ATTEMPTS_KEPT) -> list[DeliveryAttempt]:
         async with unavailable("webhook store", self._timeout_s):
-            raw = await self._redis.lrange(self._attempts(subscription_id), 0, limit - 1)  # type: ignore[misc]
+            raw = await self._redis.lrange(self._attempts(subscription_id), 0, limit - 1)
         return [DeliveryAttempt.model_validate_json(_text(r)) for r in raw]
 
     async def pending(self) -> int:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
-
 from pydantic import SecretStr
 
 from orchestra.stores import (
@@ -255,7 +254,9 @@ async def webhook_store(request: pytest.FixtureRequest) -> AsyncIterator[Webhook
         await client.aclose()
 
 
-def _sub(sid: str, tenant: str, events: tuple[str, ...] = ("chat.completed",), at: float = 1.0) -> Subscription:
+def _sub(
+    sid: str, tenant: str, events: tuple[str, ...] = ("chat.completed",), at: float = 1.0
+) -> Subscription:
     return Subscription(
         id=sid, tenant=tenant, url="https://example.com/h", events=events, secret=SecretStr("x" * 20),
         created_at=at,
@@ -263,7 +264,9 @@ def _sub(sid: str, tenant: str, events: tuple[str, ...] = ("chat.completed",), a
 
 
 def _attempt(did: str, n: int, outcome: str) -> DeliveryAttempt:
-    return DeliveryAttempt(delivery_id=did, event="chat.completed", attempt=n, outcome=outcome, duration_s=0, at=0)
+    return DeliveryAttempt(
+        delivery_id=did, event="chat.completed", attempt=n, outcome=outcome, duration_s=0, at=0
+    )
 
 
 async def test_webhook_subscriptions_are_per_tenant(webhook_store: WebhookStore) -> None:
@@ -330,7 +333,9 @@ async def test_a_claimed_delivery_is_leased_then_claimed_again_with_the_same_id(
     assert [a.attempt for a in await store.attempts("wh_1")] == [3, 2]  # newest first
 
 
-async def test_deliveries_of_removed_or_disabled_subscriptions_are_dropped(webhook_store: WebhookStore) -> None:
+async def test_deliveries_of_removed_or_disabled_subscriptions_are_dropped(
+    webhook_store: WebhookStore,
+) -> None:
     store = webhook_store
     await store.add_subscription(_sub("wh_1", "alice"))
     await store.add_subscription(_sub("wh_2", "alice"))
