@@ -105,8 +105,13 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until cancelled: claim while there is room in flight, else wait for an attempt to end
         (or the poll interval); a store outage is logged and tried again next turn."""
+        me = asyncio.current_task()
         try:
             while True:
+                # A cancel that arrives inside a Redis call can surface as a connection error (caught
+                # below as an outage): the request to stop must still stop us.
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
                 claimed = 0
                 room = self.policy.concurrency - len(self._inflight)
                 if room > 0:
