@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import orchestra
 from actors._env import actor_env, apply_secrets, split_env
 from actors.coordinator import Coordinator, shutdown_agents
+from actors.webhooks import start_dispatcher, stop_dispatcher
 from orchestra import (
     ChatResult,
     NotFoundError,
@@ -57,13 +58,22 @@ from orchestra.serving._guard import Cors, InputGuard
 from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
 from orchestra.serving._openapi import finish as finish_openapi
 from orchestra.serving._static import index_page, playground_file
-from orchestra.stores.redis import RedisSessionStore, RedisTranscriptStore, publish_cancel, redis_client
+from orchestra.serving._webhooks import SubscriptionRequest
+from orchestra.stores.redis import (
+    RedisSessionStore,
+    RedisTranscriptStore,
+    RedisWebhookStore,
+    publish_cancel,
+    redis_client,
+)
+from orchestra.webhooks import EventPublisher
 
 log = logging.getLogger("orchestra.serve")
 
 DEPLOYMENT_OF_MODE = {mode: f"Mode{mode.capitalize()}" for mode in MODES}
 SERVE_CONFIG = packaged_config("serve.yaml")
 METRICS_ACTOR = "orchestra-metrics"
+SERVE_NAMESPACE = "orchestra-serve"
 APP_NAME = "orchestra"
 
 
@@ -89,7 +99,7 @@ class MetricsActor:
 
 def _metrics_actor() -> Any:
     return MetricsActor.options(  # type: ignore[attr-defined]
-        name=METRICS_ACTOR, get_if_exists=True, lifetime="detached", namespace="orchestra-serve"
+        name=METRICS_ACTOR, get_if_exists=True, lifetime="detached", namespace=SERVE_NAMESPACE
     ).remote()
 
 
@@ -187,6 +197,36 @@ def _mode_failure(error: BaseException | None = None) -> OrchestraError:
     return ServiceUnavailableError("the swarm service is unavailable", retry_after=1)
 
 
+_ERRORS = {
+    "400": {"description": "VALIDATION_ERROR in the envelope"},
+    "401": {"description": "AUTHENTICATION_ERROR (WWW-Authenticate: Bearer)"},
+    "404": {"description": "NOT_FOUND: no such webhook of the caller (another key's is not found either)"},
+    "429": {"description": "RATE_LIMIT_ERROR with Retry-After"},
+    "503": {"description": "SERVICE_UNAVAILABLE with Retry-After"},
+}
+
+
+def openapi_webhooks(
+    ok: str, description: str, body: type[Any] | None = None, example: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """OpenAPI for a webhook route (the handler parses the body itself, to control the errors)."""
+    extra: dict[str, Any] = {"responses": {ok: {"description": description}, **_ERRORS}}
+    if body is not None:
+        schema = body.model_json_schema()
+        extra["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        }
+    return extra
+
+
+_WEBHOOK_EXAMPLE = {
+    "url": "https://hooks.example.com/orchestra",
+    "events": ["chat.completed", "session.ended"],
+    "secret": "a-long-random-secret-of-yours",
+}
+
+
 def openapi_chat(example: dict[str, Any]) -> dict[str, Any]:
     """A chat route's body example; its schema and responses are set by ``orchestra.serving._openapi``."""
     return {"requestBody": {"required": True, "content": {"application/json": {"example": example}}}}
@@ -234,6 +274,7 @@ class ServeChatService:
         self._redis = redis_client()
         self._sessions = RedisSessionStore(self._redis, runtime.session_ttl_s)
         self._transcripts = RedisTranscriptStore(self._redis, runtime.transcript_ttl_s)
+        self._events = EventPublisher(RedisWebhookStore(self._redis))
         # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
         by_ref = not runtime.serve_grpc_handles
         self._streams = {m: h.options(stream=True, _by_reference=by_ref) for m, h in modes.items()}
@@ -297,7 +338,11 @@ class ServeChatService:
         return found_session(await self._sessions.reset(tenant, session_id), session_id)
 
     async def end_session(self, tenant: str, session_id: str) -> Session:
-        return found_session(await self._sessions.end(tenant, session_id), session_id)
+        """DELETE and the WebSocket ``end``: only the caller that ended it gets it, so ``session.ended``
+        is published once."""
+        session = found_session(await self._sessions.end(tenant, session_id), session_id)
+        await self._events.session_ended(session, "ended")
+        return session
 
     async def transcript(self, tenant: str, run_id: str) -> Transcript:
         found = await self._transcripts.get(tenant, run_id)
@@ -375,6 +420,8 @@ class Ingress:
             probes={"runtime": self._probe_coordinators, "modes": self._ping_modes},
             version=orchestra.__version__,
         )
+        # Started with the app (every ingress replica asks; the first creates it), restarted by Ray.
+        self._dispatcher = start_dispatcher(self._replica_metrics.actor, actor_env(config), SERVE_NAMESPACE)
 
     async def _probe_coordinators(self) -> None:
         await asyncio.gather(*(h.probe.remote() for h in self._modes.values()))
@@ -479,6 +526,60 @@ class Ingress:
     )
     async def keys_rotate(self, request: Request, key: str) -> Response:
         return await self._gateway.keys_rotate(request, "/keys/v2/{key}/rotate", key)
+
+    @fastapi_app.post(
+        "/webhooks/v2",
+        summary="Subscribe a URL to events (chat.completed, session.ended)",
+        description="Deliveries are signed (X-Orchestra-Signature) and retried; see docs/webhooks.md. "
+        "The secret is stored for signing and never returned.",
+        status_code=201,
+        openapi_extra=openapi_webhooks("201", "the subscription", SubscriptionRequest, _WEBHOOK_EXAMPLE),
+    )
+    async def create_webhook(self, request: Request) -> Response:
+        return await self._gateway.create_webhook(request, "/webhooks/v2")
+
+    @fastapi_app.get(
+        "/webhooks/v2", summary="The caller's webhooks", openapi_extra=openapi_webhooks("200", "the list")
+    )
+    async def list_webhooks(self, request: Request) -> Response:
+        return await self._gateway.list_webhooks(request, "/webhooks/v2")
+
+    @fastapi_app.get(
+        "/webhooks/v2/{webhook_id}",
+        summary="One webhook of the caller",
+        openapi_extra=openapi_webhooks("200", "the subscription"),
+    )
+    async def get_webhook(self, request: Request, webhook_id: str) -> Response:
+        return await self._gateway.get_webhook(request, "/webhooks/v2/{webhook_id}", webhook_id)
+
+    @fastapi_app.delete(
+        "/webhooks/v2/{webhook_id}",
+        summary="Delete a webhook of the caller (its pending deliveries are dropped)",
+        openapi_extra=openapi_webhooks("200", "deleted"),
+    )
+    async def delete_webhook(self, request: Request, webhook_id: str) -> Response:
+        return await self._gateway.delete_webhook(request, "/webhooks/v2/{webhook_id}", webhook_id)
+
+    @fastapi_app.get(
+        "/webhooks/v2/{webhook_id}/deliveries",
+        summary="Recent delivery attempts of a webhook, newest first",
+        description="Each: delivery_id, event, attempt, outcome (delivered|retrying|failed|disabled|"
+        "blocked), status_code or error, duration_s, at, next_retry_at.",
+        openapi_extra=openapi_webhooks("200", "the attempts"),
+    )
+    async def webhook_deliveries(self, request: Request, webhook_id: str) -> Response:
+        return await self._gateway.webhook_deliveries(
+            request, "/webhooks/v2/{webhook_id}/deliveries", webhook_id
+        )
+
+    @fastapi_app.post(
+        "/webhooks/v2/{webhook_id}/test",
+        summary="Send a webhook.test event to this webhook",
+        status_code=202,
+        openapi_extra=openapi_webhooks("202", "queued: event_id and delivery_id"),
+    )
+    async def test_webhook(self, request: Request, webhook_id: str) -> Response:
+        return await self._gateway.test_webhook(request, "/webhooks/v2/{webhook_id}/test", webhook_id)
 
     @fastapi_app.get("/health", summary="Component health (no auth)")
     async def health(self, request: Request) -> Response:
@@ -607,6 +708,7 @@ def run_server(
     serve.delete(APP_NAME)
     serve.shutdown()  # type: ignore[no-untyped-call]
     shutdown_agents(load_config().runtime.namespace)  # detached: they would outlive the app on a cluster
+    stop_dispatcher(SERVE_NAMESPACE)  # detached too; queued deliveries wait in the store for the next run
     ray.shutdown()
     return 0
 

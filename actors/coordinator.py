@@ -29,9 +29,11 @@ from orchestra.stores.redis import (
     RedisMemoryStore,
     RedisSessionStore,
     RedisTranscriptStore,
+    RedisWebhookStore,
     listen_cancels,
     redis_client,
 )
+from orchestra.webhooks import EventPublisher
 
 from ._env import split_env
 from .agent import AgentActor
@@ -49,8 +51,9 @@ def agent_actor_name(team: str, instance: str) -> str:
 
 
 def _engine(config: OrchestraConfig, runtime: RayRuntime) -> tuple[Engine, Any]:
-    """The engine over sessions, memory and transcripts in Redis (shared by every process, kept across
-    restarts) when ORCHESTRA_REDIS_URL is set, else in this process; and the Redis client (or None)."""
+    """The engine over sessions, memory, transcripts and the webhook queue in Redis (shared by every
+    process, kept across restarts) when ORCHESTRA_REDIS_URL is set, else in this process (no webhooks);
+    and the Redis client (or None)."""
     url = settings().redis_url
     rt = config.runtime
     provider = config.resolved_provider()
@@ -64,6 +67,7 @@ def _engine(config: OrchestraConfig, runtime: RayRuntime) -> tuple[Engine, Any]:
         sessions=RedisSessionStore(redis, rt.session_ttl_s),
         memory=RedisMemoryStore(redis),
         transcripts=RedisTranscriptStore(redis, rt.transcript_ttl_s),
+        events=EventPublisher(RedisWebhookStore(redis)),
     )
     return engine, redis
 
@@ -106,8 +110,7 @@ class Coordinator:
         while True:
             await asyncio.sleep(interval)
             try:
-                for session in await self.engine.sessions.expire():
-                    log.info("session %s of %s expired", session.session_id, session.tenant)
+                await self.engine.expire_sessions()  # and session.ended for each, exactly once
             except OrchestraError as e:  # the store is down: the next sweep tries again
                 log.warning("session sweep failed: %r", e)
 

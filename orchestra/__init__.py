@@ -2,14 +2,16 @@
 
 This package is the Ray-free core. Its public API is what this module exports (``__all__``, checked by a
 test): ``connect()`` to the live runtime, the typed results and stream events, the errors, and config
-loading. The folders are the architecture (docs/architecture.md): ``engine``, ``providers``, ``stores``,
-``serving``, ``cli``; their modules are internal.
+loading, and ``webhooks`` (``orchestra.webhooks.verify`` for receivers). The folders are the architecture
+(docs/architecture.md): ``engine``, ``providers``, ``stores``, ``serving``, ``webhooks``, ``cli``; their
+modules are internal.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from orchestra import webhooks  # orchestra.webhooks.verify: the receivers' signature check
 from orchestra._edges import load_edge as _load_edge
 from orchestra._handle import HostControl, OrchestraHandle
 from orchestra._types import MODES, Mode
@@ -103,6 +105,7 @@ __all__ = [
     "error_from_dict",
     "load_config",
     "settings",
+    "webhooks",
 ]
 
 

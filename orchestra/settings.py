@@ -85,6 +85,35 @@ class Settings(BaseSettings):
     scripted_tokens_per_s: float | None = Field(
         default=None, ge=0, description="The scripted provider's streaming rate (0 = instant)."
     )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description=(
+            "Let webhooks target http:// URLs and loopback/private addresses (development and tests only)."
+        ),
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds a webhook receiver has to answer one delivery."
+    )
+    webhook_retry_base_s: float = Field(
+        default=1.0, gt=0, description="First retry delay of a failed webhook delivery (doubles each time)."
+    )
+    webhook_retry_cap_s: float = Field(
+        default=300.0, gt=0, description="Longest delay between two attempts of a webhook delivery."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts of one webhook delivery before it is given up."
+    )
+    webhook_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "A claimed webhook delivery whose dispatcher died is claimed again after this many seconds "
+            "(must exceed the timeout)."
+        ),
+    )
+    webhook_poll_s: float = Field(
+        default=0.5, gt=0, le=60, description="How often the webhook dispatcher looks for due deliveries."
+    )
 
 
 def settings() -> Settings:

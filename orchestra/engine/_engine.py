@@ -48,6 +48,7 @@ from orchestra.errors import (
 from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
+from orchestra.webhooks import EventPublisher, sweep_sessions
 
 __all__ = ["Engine", "found_session", "parse_run_request", "team_infos"]
 
@@ -149,14 +150,17 @@ class Engine:
         sessions: SessionStore | None = None,
         memory: MemoryStore | None = None,
         transcripts: TranscriptStore | None = None,
+        events: EventPublisher | None = None,
     ) -> None:
-        """The stores default to in-process ones (one-process use)."""
+        """The stores default to in-process ones (one-process use); without ``events`` no webhook event
+        (``chat.completed``, ``session.ended``) is published."""
         self.config = config
         self.sessions: SessionStore = sessions or InMemorySessionStore(config.runtime.session_ttl_s)
         self.memory: MemoryStore = memory or InMemoryMemoryStore()
         self.transcripts: TranscriptStore = transcripts or InMemoryTranscriptStore(
             config.runtime.transcripts_kept
         )
+        self.events = events
         self.runtime = runtime
         self.provider = provider
         self._locks = _SessionLocks()
@@ -184,7 +188,14 @@ class Engine:
         return found_session(await self.sessions.reset(tenant, session_id), session_id)
 
     async def end_session(self, tenant: str, session_id: str) -> Session:
-        return found_session(await self.sessions.end(tenant, session_id), session_id)
+        session = found_session(await self.sessions.end(tenant, session_id), session_id)
+        if self.events is not None:  # only the caller that ended it gets it back: exactly once
+            await self.events.session_ended(session, "ended")
+        return session
+
+    async def expire_sessions(self) -> list[Session]:
+        """End the idle sessions (a sweep) and publish ``session.ended`` for each."""
+        return await sweep_sessions(self.sessions, self.events)
 
     def locked_sessions(self) -> int:
         """Sessions with a turn running or waiting (their locks are the only per-session state here)."""
@@ -330,18 +341,23 @@ class Engine:
                     await self.memory.remember(tenant, session_id, request.message, result.response)
                 except Exception as e:  # the answer is good; losing it from memory must not lose the answer
                     log.warning("memory store failed for run %s: %r", request.run_id, e)
-            await self.sessions.append(
-                tenant,
-                session_id,
-                SessionTurn(
-                    run_id=request.run_id,
-                    message=request.message,
-                    response=result.response,
-                    swarm_type=team,
-                    optimization_mode=mode,
-                    created_at=time.time(),
-                ),
+            turn = SessionTurn(
+                run_id=request.run_id,
+                message=request.message,
+                response=result.response,
+                swarm_type=team,
+                optimization_mode=mode,
+                created_at=time.time(),
             )
+            if self.events is None:
+                await self.sessions.append(tenant, session_id, turn)
+            else:
+                # The event is queued alongside the turn's write (concurrently: no extra round trip on
+                # the chat's path); the dispatcher delivers it later. A failed enqueue is only logged.
+                await asyncio.gather(
+                    self.sessions.append(tenant, session_id, turn),
+                    self.events.chat_completed(tenant, result.model_dump(mode="json"), request.run_id),
+                )
             if stream and sink is not None:
                 # Queued in the tick of the last turn's final events (no await since), so a streaming
                 # caller gets them in one batch: one process crossing fewer per streamed chat.

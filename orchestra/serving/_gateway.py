@@ -33,6 +33,7 @@ from orchestra.errors import (
 from orchestra.serving import _contract as api
 from orchestra.serving import _keys_api as keys_api
 from orchestra.serving import _openai as openai_api
+from orchestra.serving import _webhooks as hooks
 from orchestra.serving._auth import ApiKeys, Principal, describe_key, parse_api_keys_env, require_scope
 from orchestra.serving._budgets import Budgets
 from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -50,11 +51,21 @@ from orchestra.stores import (
     WS_REFILL_PER_S,
     ApiKeyRecord,
     InMemoryUsageStore,
+    InMemoryWebhookStore,
     LocalTokenBucket,
     RateLimiter,
     Session,
+    Subscription,
+    WebhookStore,
 )
-from orchestra.stores.redis import RedisKeyStore, RedisTokenBucket, RedisUsageStore, redis_client
+from orchestra.stores.redis import (
+    RedisKeyStore,
+    RedisTokenBucket,
+    RedisUsageStore,
+    RedisWebhookStore,
+    redis_client,
+)
+from orchestra.webhooks import TEST_EVENT, EventPublisher
 
 __all__ = ["Gateway", "Probe", "http_error_response"]
 
@@ -147,10 +158,14 @@ class Gateway:
         probes: Mapping[str, Probe],
         version: str,
         budgets: Budgets | None = None,
+        webhooks: WebhookStore | None = None,
     ) -> None:
         """``probes``: ``runtime`` (the coordinators), ``modes`` (the mode deployments), ``store`` (Redis).
-        ``budgets``: the daily token budgets (default: counted in this process's memory)."""
+        ``budgets``: the daily token budgets (default: counted in this process's memory); ``webhooks``:
+        where subscriptions and their deliveries live (in this process by default)."""
         self.service = service
+        self.webhooks: WebhookStore = webhooks or InMemoryWebhookStore()
+        self._events = EventPublisher(self.webhooks)
         self.keys = keys
         self.limiter = limiter
         self.metrics = metrics
@@ -190,6 +205,7 @@ class Gateway:
             probes={**probes, "store": redis.ping},
             version=version,
             budgets=Budgets(RedisUsageStore(redis), metrics=metrics),
+            webhooks=RedisWebhookStore(redis),
         )
 
     async def ready(self) -> None:
@@ -333,6 +349,89 @@ class Gateway:
             principal = await self.authorize(request.headers, ctx)
             session = await self.service.end_session(principal.tenant, session_id)
             return {"session_id": session.session_id, "ended": True, "turns": len(session.turns)}, 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    # -- webhooks (api.md §9; orchestra.serving._webhooks) ---------------------------------------------
+
+    async def _own_subscription(self, tenant: str, subscription_id: str) -> Subscription:
+        found = await self.webhooks.subscription(tenant, subscription_id)
+        if found is None:  # also another tenant's: indistinguishable on purpose
+            raise NotFoundError(f"no webhook {subscription_id!r}")
+        return found
+
+    async def create_webhook(self, request: Request, endpoint: str) -> Response:
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx)
+            body = hooks.parse_subscription(await self._body(request))
+            if len(await self.webhooks.subscriptions(principal.tenant)) >= hooks.MAX_SUBSCRIPTIONS:
+                reason = f"at most {hooks.MAX_SUBSCRIPTIONS} webhooks per key; delete one first"
+                raise ValidationError(
+                    f"invalid request: {reason}",
+                    details={
+                        "field": "<body>",
+                        "reason": reason,
+                        "errors": [{"field": "<body>", "reason": reason}],
+                    },
+                )
+            subscription = hooks.new_subscription(principal.tenant, body)
+            await self.webhooks.add_subscription(subscription)
+            return hooks.subscription_data(subscription), 201
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def list_webhooks(self, request: Request, endpoint: str) -> Response:
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx)
+            found = await self.webhooks.subscriptions(principal.tenant)
+            return {"webhooks": [hooks.subscription_data(s) for s in found]}, 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def get_webhook(self, request: Request, endpoint: str, subscription_id: str) -> Response:
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx)
+            return hooks.subscription_data(
+                await self._own_subscription(principal.tenant, subscription_id)
+            ), 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def delete_webhook(self, request: Request, endpoint: str, subscription_id: str) -> Response:
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx)
+            if not await self.webhooks.remove_subscription(principal.tenant, subscription_id):
+                raise NotFoundError(f"no webhook {subscription_id!r}")
+            return {"id": subscription_id, "deleted": True}, 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def webhook_deliveries(self, request: Request, endpoint: str, subscription_id: str) -> Response:
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx)
+            subscription = await self._own_subscription(principal.tenant, subscription_id)
+            attempts = await self.webhooks.attempts(subscription.id)
+            return {"id": subscription.id, "deliveries": [hooks.attempt_data(a) for a in attempts]}, 200
+
+        return await self.respond(request, endpoint, "v2", handle)
+
+    async def test_webhook(self, request: Request, endpoint: str, subscription_id: str) -> Response:
+        """Queue a ``webhook.test`` event for this one subscription (202: the dispatcher delivers it)."""
+
+        async def handle(ctx: _Ctx) -> tuple[Any, int]:
+            principal = await self.authorize(request.headers, ctx)
+            subscription = await self._own_subscription(principal.tenant, subscription_id)
+            if subscription.disabled_reason is not None:
+                reason = f"the webhook is disabled ({subscription.disabled_reason}); create it again"
+                raise ValidationError(
+                    f"invalid request: {reason}",
+                    details={"field": "id", "reason": reason, "errors": [{"field": "id", "reason": reason}]},
+                )
+            data = {"webhook_id": subscription.id, "message": "a test event from AI Orchestra"}
+            event_id, ids = await self._events.publish(
+                principal.tenant, TEST_EVENT, data, only=subscription.id
+            )
+            return {"event_id": event_id, "delivery_id": ids[0] if ids else None}, 202
 
         return await self.respond(request, endpoint, "v2", handle)
 

@@ -7,6 +7,8 @@ implementations are in ``orchestra.stores.redis``.
 - ``RateLimiter``: token buckets per key (``LocalTokenBucket``, ``RedisTokenBucket``);
 - ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``);
 - ``UsageStore``: tokens used per key and UTC day, for budgets (``InMemoryUsageStore``, ``RedisUsageStore``).
+- ``WebhookStore``: webhook subscriptions, their durable delivery queue and recent attempts
+  (``InMemoryWebhookStore``, ``RedisWebhookStore``).
 """
 
 from orchestra.stores._keys import SCOPES, ApiKeyRecord, InMemoryKeyStore, KeyStore
@@ -24,6 +26,13 @@ from orchestra.stores._ratelimit import (
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
 from orchestra.stores._usage import InMemoryUsageStore, UsageStore
+from orchestra.stores._webhooks import (
+    Delivery,
+    DeliveryAttempt,
+    InMemoryWebhookStore,
+    Subscription,
+    WebhookStore,
+)
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -33,11 +42,14 @@ __all__ = [
     "WS_LIMIT_PER_MINUTE",
     "WS_REFILL_PER_S",
     "ApiKeyRecord",
+    "Delivery",
+    "DeliveryAttempt",
     "InMemoryKeyStore",
     "InMemoryMemoryStore",
     "InMemorySessionStore",
     "InMemoryTranscriptStore",
     "InMemoryUsageStore",
+    "InMemoryWebhookStore",
     "KeyStore",
     "LocalTokenBucket",
     "MemoryItem",
@@ -47,7 +59,9 @@ __all__ = [
     "Session",
     "SessionStore",
     "SessionTurn",
+    "Subscription",
     "TranscriptStore",
     "UsageStore",
+    "WebhookStore",
     "relevance",
 ]

@@ -76,9 +76,11 @@ class InMemorySessionStore:
         self._max_turns = max_turns
         self._clock = clock
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        # Idle sessions dropped by a read or write, kept for the next expire() to hand out (session.ended).
+        self._ended: list[Session] = []
 
     async def get(self, tenant: str, session_id: str, *, last: int | None = None) -> Session | None:
-        await self.expire()
+        self._drop_idle()
         session = self._sessions.get((tenant, session_id))
         if session is None:
             return None
@@ -86,7 +88,7 @@ class InMemorySessionStore:
         return session.model_copy(update={"turns": list(turns)})  # turns are frozen: sharing them is safe
 
     async def append(self, tenant: str, session_id: str, turn: SessionTurn) -> None:
-        await self.expire()
+        self._drop_idle()
         key = (tenant, session_id)
         now = self._clock()
         session = self._sessions.get(key)
@@ -102,7 +104,7 @@ class InMemorySessionStore:
         del session.turns[: max(0, len(session.turns) - self._max_turns)]
 
     async def reset(self, tenant: str, session_id: str) -> Session | None:
-        await self.expire()
+        self._drop_idle()
         session = self._sessions.get((tenant, session_id))
         if session is None:
             return None
@@ -113,14 +115,17 @@ class InMemorySessionStore:
         return self._sessions.pop((tenant, session_id), None)
 
     async def expire(self) -> list[Session]:
+        self._drop_idle()
+        ended, self._ended = self._ended, []
+        return ended
+
+    def _drop_idle(self) -> None:
         cutoff = self._clock() - self._ttl
-        ended: list[Session] = []
         while self._sessions:
             key, session = next(iter(self._sessions.items()))
             if session.last_active > cutoff:
                 break
-            ended.append(self._sessions.pop(key))
-        return ended
+            self._ended.append(self._sessions.pop(key))
 
     async def count(self) -> int:
         return len(self._sessions)

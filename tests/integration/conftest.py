@@ -127,6 +127,13 @@ def serve_app(
         "RAY_USAGE_STATS_ENABLED": "0",
         "ORCHESTRA_CORS_ORIGINS": CORS_ORIGIN,
         **PROVIDER_SECRETS,
+        # Webhooks to the tests' local receivers, on a schedule scaled down from seconds to tenths.
+        "ORCHESTRA_WEBHOOK_ALLOW_PRIVATE": "1",
+        "ORCHESTRA_WEBHOOK_RETRY_BASE_S": "0.05",
+        "ORCHESTRA_WEBHOOK_RETRY_CAP_S": "0.5",
+        "ORCHESTRA_WEBHOOK_TIMEOUT_S": "2",
+        "ORCHESTRA_WEBHOOK_LEASE_S": "3",
+        "ORCHESTRA_WEBHOOK_POLL_S": "0.05",
     }
     os.environ.update(env)
     options = app_module.deployment_options()

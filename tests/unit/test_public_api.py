@@ -60,6 +60,8 @@ EXPECTED = {
     "Settings",
     "settings",
     "__version__",
+    # the receivers' helper: orchestra.webhooks.verify
+    "webhooks",
 }
 
 
@@ -76,7 +78,7 @@ def test_every_exported_name_exists_and_is_documented() -> None:
 
 
 def test_nothing_else_public_is_exported() -> None:
-    subpackages = {"engine", "errors", "providers", "serving", "settings", "stores", "cli"}
+    subpackages = {"engine", "errors", "providers", "serving", "settings", "stores", "cli", "webhooks"}
     public = {
         name
         for name, value in vars(orchestra).items()
@@ -85,3 +87,13 @@ def test_nothing_else_public_is_exported() -> None:
     assert public <= EXPECTED, sorted(public - EXPECTED)
     modules = {name for name, value in vars(orchestra).items() if inspect.ismodule(value)}
     assert {m for m in modules if not m.startswith("_")} <= subpackages
+
+
+def test_the_webhook_verify_helper_is_public() -> None:
+    import hashlib
+    import hmac
+
+    body = b'{"id":"evt_1"}'
+    signature = hmac.new(b"s3cret-s3cret-s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    headers = {"X-Orchestra-Signature": f"t=1700000000,v1={signature}"}
+    assert orchestra.webhooks.verify("s3cret-s3cret-s3cret", headers, body, now=1700000001) == 1700000000

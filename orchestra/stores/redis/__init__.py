@@ -9,6 +9,7 @@ from orchestra.stores.redis._ratelimit import RedisTokenBucket
 from orchestra.stores.redis._sessions import RedisSessionStore
 from orchestra.stores.redis._transcripts import RedisTranscriptStore
 from orchestra.stores.redis._usage import RedisUsageStore
+from orchestra.stores.redis._webhooks import RedisWebhookStore
 
 __all__ = [
     "RedisKeyStore",
@@ -17,6 +18,7 @@ __all__ = [
     "RedisTokenBucket",
     "RedisTranscriptStore",
     "RedisUsageStore",
+    "RedisWebhookStore",
     "listen_cancels",
     "publish_cancel",
     "redis_client",

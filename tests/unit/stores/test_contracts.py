@@ -12,22 +12,27 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from orchestra.stores import (
     ApiKeyRecord,
+    DeliveryAttempt,
     InMemoryKeyStore,
     InMemoryMemoryStore,
     InMemorySessionStore,
     InMemoryTranscriptStore,
     InMemoryUsageStore,
+    InMemoryWebhookStore,
     KeyStore,
     LocalTokenBucket,
     MemoryStore,
     RateLimiter,
     SessionStore,
     SessionTurn,
+    Subscription,
     TranscriptStore,
     UsageStore,
+    WebhookStore,
 )
 from orchestra.stores.redis import (
     RedisKeyStore,
@@ -36,6 +41,7 @@ from orchestra.stores.redis import (
     RedisTokenBucket,
     RedisTranscriptStore,
     RedisUsageStore,
+    RedisWebhookStore,
 )
 
 
@@ -315,3 +321,114 @@ async def test_transcripts_are_per_tenant_and_replaced(transcript_store: Transcr
     assert await transcript_store.get("alice", "r1") == '{"v": 2}'
     assert await transcript_store.get("bob", "r1") is None
     assert await transcript_store.get("alice", "r2") is None
+
+
+# -- webhooks --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def webhook_store(request: pytest.FixtureRequest) -> AsyncIterator[WebhookStore]:
+    if request.param == "memory":
+        yield InMemoryWebhookStore()
+    else:
+        client = await _fresh_redis(request)
+        yield RedisWebhookStore(client)
+        await client.aclose()
+
+
+def _sub(
+    sid: str, tenant: str, events: tuple[str, ...] = ("chat.completed",), at: float = 1.0
+) -> Subscription:
+    return Subscription(
+        id=sid, tenant=tenant, url="https://example.com/h", events=events, secret=SecretStr("x" * 20),
+        created_at=at,
+    )  # fmt: skip
+
+
+def _attempt(did: str, n: int, outcome: str) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        delivery_id=did, event="chat.completed", attempt=n, outcome=outcome, duration_s=0, at=0
+    )
+
+
+async def test_webhook_subscriptions_are_per_tenant(webhook_store: WebhookStore) -> None:
+    store = webhook_store
+    assert isinstance(store, WebhookStore)
+    await store.add_subscription(_sub("wh_b", "alice", at=2.0))
+    await store.add_subscription(_sub("wh_a", "alice", ("chat.completed", "session.ended"), at=1.0))
+    await store.add_subscription(_sub("wh_c", "bob"))
+    assert [s.id for s in await store.subscriptions("alice")] == ["wh_a", "wh_b"]
+    got = await store.subscription("alice", "wh_a")
+    assert got is not None and got.events == ("chat.completed", "session.ended")
+    assert got.secret.get_secret_value() == "x" * 20 and got.disabled_reason is None
+    assert await store.subscription("bob", "wh_a") is None  # another tenant's: as if absent
+    assert await store.remove_subscription("bob", "wh_a") is False
+    assert await store.remove_subscription("alice", "wh_a") is True
+    assert await store.subscription("alice", "wh_a") is None
+    assert await store.remove_subscription("alice", "wh_a") is False
+    await store.disable_subscription("wh_b", "gone")
+    disabled = await store.subscription("alice", "wh_b")
+    assert disabled is not None and disabled.disabled_reason == "gone"
+    await store.disable_subscription("wh_a", "gone")  # a removed one is not brought back
+    assert await store.subscription("alice", "wh_a") is None
+
+
+async def test_webhook_events_fan_out_to_matching_active_subscriptions(webhook_store: WebhookStore) -> None:
+    store = webhook_store
+    await store.add_subscription(_sub("wh_1", "alice", ("chat.completed",)))
+    await store.add_subscription(_sub("wh_2", "alice", ("session.ended",)))
+    await store.add_subscription(_sub("wh_3", "alice", ("chat.completed", "session.ended")))
+    await store.add_subscription(_sub("wh_4", "bob", ("chat.completed",)))
+    await store.add_subscription(_sub("wh_5", "alice", ("chat.completed",)))
+    await store.disable_subscription("wh_5", "gone")
+    ids = await store.enqueue("alice", "chat.completed", "evt_00aa", "{}", due=10.0)
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert await store.enqueue("carol", "chat.completed", "evt_00ab", "{}", due=10.0) == []
+    # a test event goes to the one subscription named, whatever its events, and only the tenant's
+    assert len(await store.enqueue("alice", "webhook.test", "evt_00ac", "{}", due=10.0, only="wh_2")) == 1
+    assert await store.enqueue("bob", "webhook.test", "evt_00ad", "{}", due=10.0, only="wh_2") == []
+    assert await store.pending() == 3
+    assert await store.claim(now=9.0, lease_until=99.0, limit=10) == []  # not due yet
+    claimed = await store.claim(now=10.0, lease_until=40.0, limit=10)
+    assert sorted(d.subscription_id for d in claimed) == ["wh_1", "wh_2", "wh_3"]
+    assert all(d.attempt == 1 and d.tenant == "alice" and d.body == "{}" for d in claimed)
+    assert {d.event_type for d in claimed} == {"chat.completed", "webhook.test"}
+
+
+async def test_a_claimed_delivery_is_leased_then_claimed_again_with_the_same_id(
+    webhook_store: WebhookStore,
+) -> None:
+    store = webhook_store
+    await store.add_subscription(_sub("wh_1", "alice"))
+    [did] = await store.enqueue("alice", "chat.completed", "evt_0001", '{"a":1}', due=0.0)
+    [first] = await store.claim(now=1.0, lease_until=31.0, limit=5)
+    assert first.id == did and first.attempt == 1 and first.url == "https://example.com/h"
+    assert await store.claim(now=30.0, lease_until=60.0, limit=5) == []  # leased: nobody else gets it
+    [again] = await store.claim(now=31.0, lease_until=61.0, limit=5)  # its dispatcher died
+    assert again.id == did and again.attempt == 2 and again.body == '{"a":1}'
+    await store.settle(again, _attempt(did, 2, "retrying"), retry_at=100.0)
+    assert await store.claim(now=99.0, lease_until=200.0, limit=5) == []
+    [third] = await store.claim(now=100.0, lease_until=130.0, limit=5)
+    assert third.attempt == 3
+    await store.settle(third, _attempt(did, 3, "delivered"), retry_at=None)
+    assert await store.pending() == 0 and await store.claim(now=1e9, lease_until=2e9, limit=5) == []
+    assert [a.attempt for a in await store.attempts("wh_1")] == [3, 2]  # newest first
+
+
+async def test_deliveries_of_removed_or_disabled_subscriptions_are_dropped(
+    webhook_store: WebhookStore,
+) -> None:
+    store = webhook_store
+    await store.add_subscription(_sub("wh_1", "alice"))
+    await store.add_subscription(_sub("wh_2", "alice"))
+    await store.enqueue("alice", "chat.completed", "evt_0001", "{}", due=0.0)
+    [d1, d2] = sorted(await store.claim(now=0.0, lease_until=5.0, limit=5), key=lambda d: d.subscription_id)
+    assert await store.remove_subscription("alice", "wh_1")
+    await store.disable_subscription("wh_2", "gone")
+    await store.settle(d1, _attempt(d1.id, 1, "retrying"), retry_at=6.0)  # settled after removal: no revival
+    assert await store.attempts("wh_1") == []
+    assert await store.claim(now=10.0, lease_until=20.0, limit=5) == []
+    assert await store.pending() == 0
+    for i in range(60):
+        await store.settle(d2, _attempt(d2.id, i, "retrying"), retry_at=None)
+    assert len(await store.attempts("wh_2")) == 50  # capped
