@@ -24,14 +24,16 @@ def test_every_operation_answers_as_documented(serve_app: ServeInfo) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def answers_as_documented(case: Any) -> None:
             # The test config's slow-debate team exists to miss its deadline (504): not a finding.
             body = case.body if isinstance(case.body, dict) else {}
             assume(body.get("swarm_type") != "slow-debate" and "slow-debate" not in str(body.get("model")))
-            # OpenAI's request has rules no JSON Schema states (the last message is the user's, n is 1...):
-            # a body valid by the schema may still be refused there, so only that check is left out.
-            excluded = [positive_data_acceptance] if case.operation.path == "/v1/chat/completions" else []
+            # Rules no JSON Schema states: OpenAI's request (the last message is the user's, n is 1...),
+            # a webhook's URL (it must resolve to an allowed address). A body valid by the schema may be
+            # refused there, so only that check is left out for them.
+            semantic = case.operation.path in ("/v1/chat/completions", "/webhooks/v2")
+            excluded = [positive_data_acceptance] if semantic else []
             case.call_and_validate(headers=headers, timeout=60, excluded_checks=excluded)
 
         try:
