@@ -5,7 +5,9 @@ implementations are in ``orchestra.stores.redis``.
 - ``MemoryStore``: long-term memory for ``use_memory`` (``InMemoryMemoryStore``, ``RedisMemoryStore``);
 - ``KeyStore``: API key records, hashes only (``InMemoryKeyStore``, ``RedisKeyStore``);
 - ``RateLimiter``: token buckets per key (``LocalTokenBucket``, ``RedisTokenBucket``);
-- ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``).
+- ``TranscriptStore``: finished runs turn by turn (``InMemoryTranscriptStore``, ``RedisTranscriptStore``);
+- ``RunStore``: runs — record, checkpoints, event log (``InMemoryRunStore``, ``RedisRunStore``), written in
+  batches through a ``RunWriter``.
 """
 
 from orchestra.stores._keys import SCOPES, ApiKeyRecord, InMemoryKeyStore, KeyStore
@@ -20,12 +22,22 @@ from orchestra.stores._ratelimit import (
     RateLimitDecision,
     RateLimiter,
 )
+from orchestra.stores._runs import (
+    RUN_STATUSES,
+    InMemoryRunStore,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    RunWrite,
+    RunWriter,
+)
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
 
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_LIMIT_PER_MINUTE",
+    "RUN_STATUSES",
     "SCOPES",
     "WS_CAPACITY",
     "WS_LIMIT_PER_MINUTE",
@@ -33,6 +45,7 @@ __all__ = [
     "ApiKeyRecord",
     "InMemoryKeyStore",
     "InMemoryMemoryStore",
+    "InMemoryRunStore",
     "InMemorySessionStore",
     "InMemoryTranscriptStore",
     "KeyStore",
@@ -41,6 +54,11 @@ __all__ = [
     "MemoryStore",
     "RateLimitDecision",
     "RateLimiter",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "RunWrite",
+    "RunWriter",
     "Session",
     "SessionStore",
     "SessionTurn",
