@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
+from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from orchestra._types import MODES
@@ -42,14 +45,16 @@ from orchestra.errors import (
     RunCancelledError,
     ServiceUnavailableError,
     ValidationError,
+    error_from_dict,
     invalid,
     pydantic_errors,
 )
 from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
+from orchestra.stores._runs import InMemoryRunStore, RunRecord, RunStatus, RunStore, RunWriter
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
 
-__all__ = ["Engine", "found_session", "parse_run_request", "team_infos"]
+__all__ = ["Engine", "RunLog", "found_session", "parse_run_request", "team_infos"]
 
 log = logging.getLogger("orchestra.engine")
 
@@ -111,6 +116,25 @@ def found_session(session: Session | None, session_id: str) -> Session:
     return session
 
 
+_EVENTS: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+
+
+class _Finished(Exception):
+    """A resumed run that had already completed: its result, from the log."""
+
+    def __init__(self, result: ChatResult) -> None:
+        self.result = result
+
+
+def _execution_mode(request: RunRequest, existing: Session | None, team: str) -> str:
+    """How the resumed run's team was chosen the first time (the same rules, without routing again)."""
+    if request.swarm_type is not None:
+        return team
+    if existing is not None and existing.swarm_type == team:
+        return f"session:{team}"
+    return f"routed:{team}"
+
+
 class _SessionLocks:
     """One lock per session while a turn of it runs or waits; dropped when none does, so they never pile
     up however sessions end (DELETE, idle expiry, a store another process cleaned)."""
@@ -137,6 +161,40 @@ class _SessionLocks:
                 self._held[key] = (lock, users - 1)
 
 
+_STATUS_OF: dict[str, RunStatus] = {"completed": "completed", "cancelled": "cancelled"}
+
+
+class RunLog:
+    """One run's share of the store: its record, checkpoints and numbered events, through the writer
+    (buffered: nothing here waits for the store)."""
+
+    def __init__(self, writer: RunWriter, tenant: str, run_id: str, last_event_id: int = 0) -> None:
+        self._writer = writer
+        self.tenant = tenant
+        self.run_id = run_id
+        self.last_event_id = last_event_id
+
+    def fields(self, **fields: object) -> None:
+        self._writer.record(self.tenant, self.run_id, fields={k: str(v) for k, v in fields.items()})
+
+    def checkpoint(self, turn: TurnResult) -> None:
+        self._writer.record(self.tenant, self.run_id, checkpoint=turn.model_dump_json())
+
+    def event(self, event: RunEvent) -> RunEvent:
+        """The event with the next id, logged."""
+        self.last_event_id += 1
+        numbered = event.model_copy(update={"event_id": self.last_event_id})
+        self._writer.record(
+            self.tenant, self.run_id, events=[(self.last_event_id, numbered.model_dump_json())]
+        )
+        return numbered
+
+    def end(self, status: RunStatus, final: RunEvent) -> RunEvent:
+        numbered = self.event(final)
+        self.fields(status=status, updated_at=repr(time.time()))
+        return numbered
+
+
 class Engine:
     """Runs chats in this process: a ``ChatService`` (orchestra.engine._service) over an AgentRuntime."""
 
@@ -149,14 +207,20 @@ class Engine:
         sessions: SessionStore | None = None,
         memory: MemoryStore | None = None,
         transcripts: TranscriptStore | None = None,
+        runs: RunStore | None = None,
+        coordinator_id: str | None = None,
     ) -> None:
-        """The stores default to in-process ones (one-process use)."""
+        """The stores default to in-process ones (one-process use). ``coordinator_id`` names this
+        process in the run records (default ``<host>:<pid>``)."""
         self.config = config
         self.sessions: SessionStore = sessions or InMemorySessionStore(config.runtime.session_ttl_s)
         self.memory: MemoryStore = memory or InMemoryMemoryStore()
         self.transcripts: TranscriptStore = transcripts or InMemoryTranscriptStore(
             config.runtime.transcripts_kept
         )
+        self.runs: RunStore = runs or InMemoryRunStore(max_runs=max(1, config.runtime.transcripts_kept))
+        self.run_writer = RunWriter(self.runs, flush_s=config.runtime.run_flush_s)
+        self.coordinator_id = coordinator_id or f"{socket.gethostname()}:{os.getpid()}"
         self.runtime = runtime
         self.provider = provider
         self._locks = _SessionLocks()
@@ -203,11 +267,23 @@ class Engine:
         return True
 
     async def run(
-        self, request: RunRequest, sink: EventSink | None = None, *, stream: bool = False
+        self,
+        request: RunRequest,
+        sink: EventSink | None = None,
+        *,
+        stream: bool = False,
+        resume: bool = False,
     ) -> ChatResult:
         """Run one chat turn to completion. Raises OrchestraError subclasses on failure.
 
-        ``sink`` receives the run's events; with ``stream`` also every token and, last, RunCompleted."""
+        ``sink`` receives the run's events, numbered as in its event log; with ``stream`` also every token
+        and, last, RunCompleted (or RunFailed, before the error is raised).
+
+        ``resume``: the run was started by a coordinator that died. Its record in the run store gives the
+        team, the deadline (the original one: a resumed run gets only what is left of it) and the
+        checkpoints, which are replayed instead of asked of the agents again; its events continue after
+        the last one logged. A run already finished answers from its log. Without a record the run
+        starts afresh."""
         if request.swarm_type is not None and request.swarm_type not in self.config.teams:
             raise ValidationError(
                 f"unknown swarm_type {request.swarm_type!r}",
@@ -222,7 +298,7 @@ class Engine:
                 f"run {request.run_id!r} is already running",
                 details={"field": "request_id", "reason": "already running"},
             )
-        task = asyncio.create_task(self._run(request, sink, stream), name=f"run-{request.run_id}")
+        task = asyncio.create_task(self._run(request, sink, stream, resume), name=f"run-{request.run_id}")
         self._running[request.run_id] = (request.tenant, task)
         try:
             return await asyncio.shield(task)
@@ -239,14 +315,41 @@ class Engine:
             self._cancelled.discard(request.run_id)
             self.runtime.forget_run(request.run_id)
 
-    async def _run(self, request: RunRequest, sink: EventSink | None, stream: bool) -> ChatResult:
+    async def _resumable(self, request: RunRequest) -> RunRecord | None:
+        prior = await self.runs.get(request.tenant, request.run_id)
+        if prior is None or not prior.finished:
+            return prior
+        # It finished before its coordinator died: the answer (or the error) is the last logged event.
+        for _, raw in await self.runs.events(request.tenant, request.run_id, prior.last_event_id - 1):
+            final = _EVENTS.validate_json(raw)
+            if isinstance(final, RunCompleted):
+                raise _Finished(final.result.model_copy(update={"run_id": request.run_id}))
+            if isinstance(final, RunFailed):
+                raise error_from_dict(final.error)
+        raise ServiceUnavailableError(
+            f"run {request.run_id} ended but its outcome is not in the store any more",
+            details={"run_id": request.run_id},
+            retry_after=1.0,
+        )
+
+    async def _run(
+        self, request: RunRequest, sink: EventSink | None, stream: bool, resume: bool = False
+    ) -> ChatResult:
         started = time.monotonic()
         tenant = request.tenant
-        session_id = request.session_id or uuid.uuid4().hex
+        prior: RunRecord | None = None
+        if resume:
+            try:
+                prior = await self._resumable(request)
+            except _Finished as done:
+                return done.result
+        session_id = request.session_id or (prior.session_id if prior else None) or uuid.uuid4().hex
         async with self._locks.hold((tenant, session_id)):  # a session's turns run in order
             # Only the turns the agents' history can use: a long session is not read whole every turn.
             existing = await self.sessions.get(tenant, session_id, last=self.config.runtime.history_turns)
-            if request.swarm_type is not None:
+            if prior is not None and prior.swarm_type:
+                team, execution_mode = prior.swarm_type, _execution_mode(request, existing, prior.swarm_type)
+            elif request.swarm_type is not None:
                 team, execution_mode = request.swarm_type, request.swarm_type
             elif existing is not None and existing.swarm_type is not None:
                 team, execution_mode = existing.swarm_type, f"session:{existing.swarm_type}"
@@ -254,20 +357,55 @@ class Engine:
                 team, _reason = route(request.message, self.config.router)
                 execution_mode = f"routed:{team}"
             mode = request.optimization_mode
+            if (
+                prior is not None
+                and existing is not None
+                and any(t.run_id == request.run_id for t in existing.turns)
+            ):
+                # Its turn was stored before the coordinator died: the session already has it (the
+                # answer itself was lost with the process). Never run or store it twice.
+                raise ServiceUnavailableError(
+                    f"run {request.run_id} completed but its answer was lost; see the session's turns",
+                    details={"run_id": request.run_id, "session_id": session_id},
+                    retry_after=1.0,
+                )
             history = history_of(
                 existing, self.config.runtime.history_turns, self.config.runtime.history_chars
             )
+            deadline = self.config.deadline_for(team, mode)
+            now = time.time()
+            log_ = RunLog(self.run_writer, tenant, request.run_id, prior.last_event_id if prior else 0)
+            if prior is None:
+                log_.fields(
+                    session_id=session_id,
+                    swarm_type=team,
+                    optimization_mode=mode,
+                    status="running",
+                    coordinator=self.coordinator_id,
+                    created_at=repr(now),
+                    updated_at=repr(now),
+                    deadline_at=repr(now + deadline),
+                    resumes=0,
+                )
+            else:
+                if prior.deadline_at:
+                    deadline = max(0.0, prior.deadline_at - now)  # what is left of the original deadline
+                log_.fields(coordinator=self.coordinator_id, updated_at=repr(now), resumes=prior.resumes + 1)
+                log.info("resuming run %s (%d steps done)", request.run_id, len(prior.checkpoints))
+            sink_ = self._logging_sink(log_, sink) if sink is not None else None
             memories: tuple[HistoryTurn, ...] = ()
             if request.use_memory:
                 try:
                     recalled = await self.memory.recall(tenant, request.message, exclude_session=session_id)
                 except Exception as e:  # the memory backend is required for this request: 503, not 500
                     log.warning("memory recall failed for run %s: %r", request.run_id, e)
-                    raise ServiceUnavailableError(
+                    unavailable = ServiceUnavailableError(
                         "long-term memory is unavailable; retry, or send use_memory=false",
                         details={"component": "memory_system"},
                         retry_after=1.0,
-                    ) from None
+                    )
+                    self._end_failed(log_, sink_, stream, unavailable)
+                    raise unavailable from None
                 memories = tuple(HistoryTurn(user=m.message, assistant=m.response) for m in recalled)
             team_run = TeamRun(
                 config=self.config,
@@ -281,9 +419,12 @@ class Engine:
                 user_context=request.user_context,
                 memories=memories,
                 stream=stream,
-                sink=sink,
+                sink=sink_,
+                replay={(t.agent, t.round): t for t in map(TurnResult.model_validate_json, prior.checkpoints)}
+                if prior is not None
+                else {},
+                on_step=log_.checkpoint,
             )
-            deadline = self.config.deadline_for(team, mode)
             outcome: Outcome = "failed"
             error: OrchestraError | None = None
             try:
@@ -299,6 +440,9 @@ class Engine:
                 )
             except asyncio.CancelledError:
                 outcome = "cancelled"
+                self._end_failed(
+                    log_, sink_, stream, RunCancelledError(f"run {request.run_id} was cancelled")
+                )
                 raise
             except OrchestraError as e:
                 error = e
@@ -308,6 +452,7 @@ class Engine:
             finally:
                 await self._keep_transcript(request, session_id, team, outcome, team_run.steps, error)
             if error is not None:
+                self._end_failed(log_, sink_, stream, error)
                 raise error
             steps = [s.step() for s in team_run.steps]
             result = ChatResult(
@@ -330,23 +475,43 @@ class Engine:
                     await self.memory.remember(tenant, session_id, request.message, result.response)
                 except Exception as e:  # the answer is good; losing it from memory must not lose the answer
                     log.warning("memory store failed for run %s: %r", request.run_id, e)
-            await self.sessions.append(
-                tenant,
-                session_id,
-                SessionTurn(
-                    run_id=request.run_id,
-                    message=request.message,
-                    response=result.response,
-                    swarm_type=team,
-                    optimization_mode=mode,
-                    created_at=time.time(),
-                ),
-            )
+            try:
+                await self.sessions.append(
+                    tenant,
+                    session_id,
+                    SessionTurn(
+                        run_id=request.run_id,
+                        message=request.message,
+                        response=result.response,
+                        swarm_type=team,
+                        optimization_mode=mode,
+                        created_at=time.time(),
+                    ),
+                )
+            except OrchestraError as e:  # not stored, so not acknowledged: the run failed
+                self._end_failed(log_, sink_, stream, e)
+                raise
+            completed = log_.end("completed", RunCompleted(run_id=request.run_id, result=result))
             if stream and sink is not None:
                 # Queued in the tick of the last turn's final events (no await since), so a streaming
                 # caller gets them in one batch: one process crossing fewer per streamed chat.
-                sink(RunCompleted(run_id=request.run_id, result=result))
+                sink(completed)
             return result
+
+    @staticmethod
+    def _logging_sink(log_: RunLog, sink: EventSink) -> EventSink:
+        def numbered(event: RunEvent) -> None:
+            sink(log_.event(event))
+
+        return numbered
+
+    @staticmethod
+    def _end_failed(log_: RunLog, sink: EventSink | None, stream: bool, error: OrchestraError) -> None:
+        """Log the run's end with ``error``; a streaming caller gets the same event, id and all."""
+        status: RunStatus = "cancelled" if isinstance(error, RunCancelledError) else "failed"
+        final = log_.end(status, RunFailed(run_id=log_.run_id, error=error.to_dict()))
+        if stream and sink is not None:
+            sink(final)
 
     async def _keep_transcript(
         self,
@@ -385,23 +550,30 @@ class Engine:
         except OrchestraError as e:  # for inspection only: a store outage must not fail the chat
             log.warning("transcript of run %s not kept: %r", request.run_id, e)
 
-    async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
+    async def stream(
+        self, request: RunRequest, *, resume: bool = False
+    ) -> AsyncGenerator[list[RunEvent], None]:
         """The run's events in batches (all that are ready), ending with RunCompleted or RunFailed.
 
         Batches keep the per-event cost low when events cross a process boundary. Closing the iterator
         early cancels the run.
         """
         queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
-        task = asyncio.create_task(self.run(request, queue.put_nowait, stream=True))
+        task = asyncio.create_task(self.run(request, queue.put_nowait, stream=True, resume=resume))
         close_queue_when_done(task, queue)
+        ended = False
         try:
             async for batch in queue_batches(queue):
+                ended = isinstance(batch[-1], RunCompleted | RunFailed)
                 yield batch
+            if ended:
+                return  # the run queued its own last event (logged, with its id)
             try:
-                task.result()
-                return  # completed: the run queued RunCompleted itself, with its last events
-            except OrchestraError as e:
-                final: RunEvent = RunFailed(run_id=request.run_id, error=e.to_dict())
+                result = task.result()
+                # Resumed after it had finished: the answer came from the log.
+                final: RunEvent = RunCompleted(run_id=request.run_id, result=result)
+            except OrchestraError as e:  # refused before it started (no event logged)
+                final = RunFailed(run_id=request.run_id, error=e.to_dict())
             except asyncio.CancelledError:
                 final = RunFailed(run_id=request.run_id, error=RunCancelledError("run cancelled").to_dict())
             yield [final]

@@ -86,9 +86,7 @@ def record_of(tenant: str, run_id: str, fields: dict[str, str], checkpoints: lis
     if "created_at" not in fields or "session_id" not in fields:
         return None
     known = {k: v for k, v in fields.items() if k in RECORD_FIELDS}
-    return RunRecord.model_validate(
-        {**known, "run_id": run_id, "tenant": tenant, "checkpoints": checkpoints}
-    )
+    return RunRecord.model_validate({**known, "run_id": run_id, "tenant": tenant, "checkpoints": checkpoints})
 
 
 @dataclass

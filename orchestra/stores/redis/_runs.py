@@ -95,16 +95,16 @@ class RedisRunStore:
     ) -> list[tuple[int, str]]:
         _, _, events = self._keys(tenant, run_id)
         async with unavailable("run store", self._timeout_s):
-            entries = await self._redis.xrange(events, min=f"(0-{after}", max="+")
+            entries: list[Any] = list(await self._redis.xrange(events, min=f"(0-{after}", max="+") or [])
         if not entries and wait_s > 0:
             block_ms = max(1, int(min(wait_s, _MAX_BLOCK_S) * 1000))
             timeout = None if self._timeout_s is None else self._timeout_s + block_ms / 1000
             async with unavailable("run store", timeout):
-                reply = await self._redis.xread({events: f"0-{after}"}, block=block_ms)
+                reply: Any = await self._redis.xread({events: f"0-{after}"}, block=block_ms)
             entries = [e for _, stream_entries in reply for e in stream_entries] if reply else []
         out: list[tuple[int, str]] = []
         for _, entry in entries:
-            for k, v in entry.items():
+            for k, v in (entry or {}).items():
                 event_id = int(_text(k))
                 if event_id > after:  # the first entry may start before ``after``
                     out.append((event_id, _text(v)))
