@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
@@ -50,11 +50,11 @@ from orchestra.errors import (
     pydantic_errors,
 )
 from orchestra.stores._memory import InMemoryMemoryStore, MemoryStore
-from orchestra.stores._runs import InMemoryRunStore, RunRecord, RunStatus, RunStore, RunWriter
+from orchestra.stores._runs import InMemoryRunStore, RunRecord, RunStatus, RunStore, RunWrite, RunWriter
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
 
-__all__ = ["Engine", "RunLog", "found_session", "parse_run_request", "team_infos"]
+__all__ = ["Engine", "RunLog", "follow_run", "found_run", "found_session", "parse_run_request", "team_infos"]
 
 log = logging.getLogger("orchestra.engine")
 
@@ -133,6 +133,66 @@ def _execution_mode(request: RunRequest, existing: Session | None, team: str) ->
     if existing is not None and existing.swarm_type == team:
         return f"session:{team}"
     return f"routed:{team}"
+
+
+def found_run(record: RunRecord | None, run_id: str) -> RunRecord:
+    """The run, or ``NotFoundError`` (also for another tenant's: indistinguishable on purpose)."""
+    if record is None:
+        raise NotFoundError(f"no run {run_id!r}")
+    return record
+
+
+FOLLOW_GRACE_S = 5.0
+"""How long past its deadline a follower waits for a run nobody reports on any more (its coordinator
+died and nobody resumed it) before it ends the stream with a 503."""
+
+
+async def follow_run(
+    runs: RunStore,
+    tenant: str,
+    run_id: str,
+    after: int = 0,
+    *,
+    wait_s: float = 1.0,
+    clock: Callable[[], float] = time.time,
+) -> AsyncGenerator[list[RunEvent], None]:
+    """The run's logged events after ``after`` in batches, then its live ones as they are logged, until
+    its last (``RunCompleted`` or ``RunFailed``). Each event exactly once, ids increasing.
+
+    Raises ``NotFoundError`` for an unknown run (or another tenant's). Marks the run as followed, so the
+    connection that started it keeps it running (``ws_resume_grace_s``). A run nobody logs for any more
+    past its deadline (its coordinator died, unresumed) ends with ``SERVICE_UNAVAILABLE``.
+    """
+    found_run(await runs.get(tenant, run_id), run_id)
+    await runs.write([RunWrite(tenant, run_id, fields={"followed_at": repr(clock())})])
+    while True:
+        logged = await runs.events(tenant, run_id, after, wait_s=wait_s)
+        if logged:
+            batch = [_logged_event(raw, run_id) for _, raw in logged]
+            after = logged[-1][0]
+            yield batch
+            if isinstance(batch[-1], RunCompleted | RunFailed):
+                return
+            continue
+        record = await runs.get(tenant, run_id)
+        lost = None
+        if record is None:
+            lost = "the run is no longer in the store"
+        elif record.finished:
+            lost = "the run ended but its outcome is no longer in its event log"
+        elif record.deadline_at and clock() > record.deadline_at + FOLLOW_GRACE_S:
+            lost = "the run's coordinator stopped reporting before the run ended"
+        if lost is not None:
+            error = ServiceUnavailableError(lost, details={"run_id": run_id}, retry_after=1.0)
+            yield [RunFailed(run_id=run_id, error=error.to_dict())]
+            return
+
+
+def _logged_event(raw: str | bytes, run_id: str) -> RunEvent:
+    event = _EVENTS.validate_json(raw)
+    if isinstance(event, RunCompleted):  # ChatResult.run_id is not serialised
+        return event.model_copy(update={"result": event.result.model_copy(update={"run_id": run_id})})
+    return event
 
 
 class _SessionLocks:
@@ -243,6 +303,12 @@ class Engine:
 
     async def session(self, tenant: str, session_id: str) -> Session:
         return found_session(await self.sessions.get(tenant, session_id), session_id)
+
+    async def run_record(self, tenant: str, run_id: str) -> RunRecord:
+        return found_run(await self.runs.get(tenant, run_id), run_id)
+
+    def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncGenerator[list[RunEvent], None]:
+        return follow_run(self.runs, tenant, run_id, after)
 
     async def reset_session(self, tenant: str, session_id: str) -> Session:
         return found_session(await self.sessions.reset(tenant, session_id), session_id)

@@ -122,8 +122,11 @@ class Gateway:
         teams: Collection[str],
         probes: Mapping[str, Probe],
         version: str,
+        ws_resume_grace_s: float = 0.0,
     ) -> None:
-        """``probes``: ``runtime`` (the coordinators), ``modes`` (the mode deployments), ``store`` (Redis)."""
+        """``probes``: ``runtime`` (the coordinators), ``modes`` (the mode deployments), ``store`` (Redis).
+        ``ws_resume_grace_s``: how long a dropped WebSocket's running chat waits for a ``resume``."""
+        self._ws_resume_grace_s = ws_resume_grace_s
         self.service = service
         self.keys = keys
         self.limiter = limiter
@@ -143,6 +146,7 @@ class Gateway:
         teams: Collection[str],
         probes: Mapping[str, Probe],
         version: str,
+        ws_resume_grace_s: float = 0.0,
     ) -> Gateway:
         """The production gateway: keys and the per-key limit in the Redis of ``ORCHESTRA_REDIS_URL``
         (shared by every replica), limits from the settings; the ``store`` probe pings that Redis."""
@@ -162,6 +166,7 @@ class Gateway:
             teams=teams,
             probes={**probes, "store": redis.ping},
             version=version,
+            ws_resume_grace_s=ws_resume_grace_s,
         )
 
     async def ready(self) -> None:
@@ -442,6 +447,7 @@ class Gateway:
                 client_id=client_id,
                 session_id=session_id,
                 limiter=LocalTokenBucket(capacity=WS_CAPACITY, refill_per_s=WS_REFILL_PER_S),
+                resume_grace_s=self._ws_resume_grace_s,
             )
         except OrchestraError:
             await ws.close(code=CLOSE_INVALID_PATH, reason="invalid client_id or session_id")
