@@ -177,11 +177,15 @@ class ModeRunner:
                 return outcome
         return _unavailable()
 
-    async def stream(self, request: RunRequest, resume: bool = False) -> AsyncIterator[list[RunEvent]]:
+    async def stream(
+        self, request: RunRequest, resume: bool = False, resume_after: int = 0
+    ) -> AsyncIterator[list[RunEvent]]:
         """The run's events in the engine's batches (one Serve stream item per batch); closing the stream
-        (a client that left, a WebSocket cancel) cancels the run. ``resume``: as for ``resume``."""
+        (a client that left, a WebSocket cancel) cancels the run. ``resume``, ``resume_after``: the
+        stream's replica died; resume the run here (``Engine.run``)."""
         self._ensure_started()
-        async for batch in self._coordinator.engine.stream(request, resume=resume):
+        engine = self._coordinator.engine
+        async for batch in engine.stream(request, resume=resume, resume_after=resume_after):
             for event in batch:
                 if isinstance(event, RunCompleted):
                     self._record(event.result, event.result.metadata.swarm_type, "completed")
@@ -340,18 +344,37 @@ class ServeChatService:
             await self._runs.write([write])
 
     async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
-        response: Any = self._streams[request.optimization_mode].stream.remote(request)
-        try:
-            async for batch in response:
-                yield batch
-        except OrchestraError:
-            raise
-        except Exception as e:  # the replica running it died: the caller gets a clean 503, not a 500
-            log.warning("mode deployment stream failed: %r", e)
-            await self._give_up(request, await self._record_or_none(request))
-            raise _unavailable() from None
-        finally:
-            response.cancel()  # closed early: Serve cancels the replica's generator, which cancels the run
+        """The run's events from its mode replica. When that replica dies, the run resumes on another
+        (from its checkpoints) and the stream goes on: event ids keep increasing past the last one sent
+        (the turn that was in flight starts again, with a new ``turn_start``). When no replica can take
+        it before its deadline, the stream ends with a 503."""
+        forwarded, resume, until = 0, False, None
+        pause = 0.1
+        while True:
+            response: Any = self._streams[request.optimization_mode].stream.remote(request, resume, forwarded)
+            try:
+                async for batch in response:
+                    forwarded = max(forwarded, batch[-1].event_id)
+                    yield batch
+                return
+            except OrchestraError:
+                raise
+            except Exception as e:  # the replica running it died: resume elsewhere, else a clean 503
+                log.warning("mode deployment stream failed: %r", e)
+                if until is None:
+                    record = await self._record_or_none(request)
+                    window = (
+                        record.deadline_at - time.time() if record and record.deadline_at else RESUME_WINDOW_S
+                    )
+                    until = time.monotonic() + window
+                if time.monotonic() >= until:
+                    await self._give_up(request, await self._record_or_none(request))
+                    raise _unavailable() from None
+            finally:
+                response.cancel()  # closed early: Serve cancels the replica's generator, and so the run
+            resume = True
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
 
     async def _record_or_none(self, request: RunRequest) -> RunRecord | None:
         try:

@@ -339,6 +339,7 @@ class Engine:
         *,
         stream: bool = False,
         resume: bool = False,
+        resume_after: int = 0,
     ) -> ChatResult:
         """Run one chat turn to completion. Raises OrchestraError subclasses on failure.
 
@@ -348,8 +349,9 @@ class Engine:
         ``resume``: the run was started by a coordinator that died. Its record in the run store gives the
         team, the deadline (the original one: a resumed run gets only what is left of it) and the
         checkpoints, which are replayed instead of asked of the agents again; its events continue after
-        the last one logged. A run already finished answers from its log. Without a record the run
-        starts afresh."""
+        the last one logged, or after ``resume_after`` when that is higher (a caller that streamed
+        events the dead coordinator had not logged yet: its ids never repeat). A run already finished
+        answers from its log. Without a record the run starts afresh."""
         if request.swarm_type is not None and request.swarm_type not in self.config.teams:
             raise ValidationError(
                 f"unknown swarm_type {request.swarm_type!r}",
@@ -364,7 +366,9 @@ class Engine:
                 f"run {request.run_id!r} is already running",
                 details={"field": "request_id", "reason": "already running"},
             )
-        task = asyncio.create_task(self._run(request, sink, stream, resume), name=f"run-{request.run_id}")
+        task = asyncio.create_task(
+            self._run(request, sink, stream, resume, resume_after), name=f"run-{request.run_id}"
+        )
         self._running[request.run_id] = (request.tenant, task)
         try:
             return await asyncio.shield(task)
@@ -399,7 +403,12 @@ class Engine:
         )
 
     async def _run(
-        self, request: RunRequest, sink: EventSink | None, stream: bool, resume: bool = False
+        self,
+        request: RunRequest,
+        sink: EventSink | None,
+        stream: bool,
+        resume: bool = False,
+        resume_after: int = 0,
     ) -> ChatResult:
         started = time.monotonic()
         tenant = request.tenant
@@ -440,7 +449,8 @@ class Engine:
             )
             deadline = self.config.deadline_for(team, mode)
             now = time.time()
-            log_ = RunLog(self.run_writer, tenant, request.run_id, prior.last_event_id if prior else 0)
+            first_id = max(prior.last_event_id if prior else 0, resume_after if resume else 0)
+            log_ = RunLog(self.run_writer, tenant, request.run_id, first_id)
             if prior is None:
                 log_.fields(
                     session_id=session_id,
@@ -617,7 +627,7 @@ class Engine:
             log.warning("transcript of run %s not kept: %r", request.run_id, e)
 
     async def stream(
-        self, request: RunRequest, *, resume: bool = False
+        self, request: RunRequest, *, resume: bool = False, resume_after: int = 0
     ) -> AsyncGenerator[list[RunEvent], None]:
         """The run's events in batches (all that are ready), ending with RunCompleted or RunFailed.
 
@@ -625,7 +635,9 @@ class Engine:
         early cancels the run.
         """
         queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
-        task = asyncio.create_task(self.run(request, queue.put_nowait, stream=True, resume=resume))
+        task = asyncio.create_task(
+            self.run(request, queue.put_nowait, stream=True, resume=resume, resume_after=resume_after)
+        )
         close_queue_when_done(task, queue)
         ended = False
         try:
