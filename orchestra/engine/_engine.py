@@ -305,10 +305,13 @@ class Engine:
         return found_session(await self.sessions.get(tenant, session_id), session_id)
 
     async def run_record(self, tenant: str, run_id: str) -> RunRecord:
+        await self.run_writer.flush()  # what this process recorded so far is in the store first
         return found_run(await self.runs.get(tenant, run_id), run_id)
 
-    def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncGenerator[list[RunEvent], None]:
-        return follow_run(self.runs, tenant, run_id, after)
+    async def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncGenerator[list[RunEvent], None]:
+        await self.run_writer.flush()
+        async for batch in follow_run(self.runs, tenant, run_id, after):
+            yield batch
 
     async def reset_session(self, tenant: str, session_id: str) -> Session:
         return found_session(await self.sessions.reset(tenant, session_id), session_id)
