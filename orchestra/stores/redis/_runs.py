@@ -8,7 +8,7 @@ Layout (``<p>`` = the prefix, ``orchestra:run:``; tenants and run ids never cont
   id>``, fields ``<event id>`` → ``RunEvent`` JSON in order; ``XADD MAXLEN ~ max_events`` keeps about
   that many entries (batches), the newest
 
-Every key of a run expires ``ttl_s`` after its last write. A batch of writes (every run a process
+Every key of a run expires ``ttl_s`` after its last write to it. A batch of writes (every run a process
 recorded in the last few milliseconds) is one pipeline: one round trip. Reading "after id X" is ``XRANGE``
 from ``(0-X``, waiting is ``XREAD BLOCK`` on the same id (a blocking read gets its own connection from
 the pool, so it never holds up the writes).
@@ -64,7 +64,7 @@ class RedisRunStore:
                     fields["last_event_id"] = str(w.events[-1][0])
                 if fields:
                     pipe.hset(record, mapping=fields)  # type: ignore[arg-type]
-                pipe.pexpire(record, self._ttl_ms)
+                    pipe.pexpire(record, self._ttl_ms)
                 if w.checkpoints:
                     pipe.rpush(steps, *w.checkpoints)
                     pipe.pexpire(steps, self._ttl_ms)
