@@ -30,6 +30,7 @@ import yaml
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -210,9 +211,18 @@ class _CoordinatorLost(ServiceUnavailableError):
     """The mode replica running the chat failed (died, or never answered for it): the run may resume."""
 
 
+def _replica_lost(error: BaseException) -> bool:
+    """The mode replica's process is gone (killed, its node lost): its runs may resume elsewhere. Any
+    other failure of the call is not retried: it would fail again."""
+    return isinstance(error, RayActorError)
+
+
 def _mode_failure(error: BaseException | None = None) -> OrchestraError:
+    """What a chat of a failed (or answerless) mode call resolves to."""
     if error is not None:
         log.warning("mode deployment call failed: %r", error)
+        if not _replica_lost(error):
+            return _unavailable()
     return _CoordinatorLost("the swarm service is unavailable", retry_after=1)
 
 
@@ -321,6 +331,8 @@ class ServeChatService:
                 outcome = _CoordinatorLost("the swarm service is unavailable", retry_after=1)
             except Exception as e:  # that replica died too, or none is up yet: Serve is replacing it
                 outcome = _mode_failure(e)
+                if not isinstance(outcome, _CoordinatorLost):
+                    break
             if not isinstance(outcome, _CoordinatorLost):
                 return outcome
             await asyncio.sleep(pause)
@@ -361,6 +373,9 @@ class ServeChatService:
                 raise
             except Exception as e:  # the replica running it died: resume elsewhere, else a clean 503
                 log.warning("mode deployment stream failed: %r", e)
+                if not _replica_lost(e):
+                    await self._give_up(request, await self._record_or_none(request))
+                    raise _unavailable() from None
                 if until is None:
                     record = await self._record_or_none(request)
                     window = (

@@ -180,6 +180,9 @@ class InMemoryRunStore:
         return [e for e in found[2] if e[0] > after]
 
 
+LOG_EVERY_S = 10.0
+
+
 class RunWriter:
     """Buffers what runs record and flushes it in one ``RunStore.write`` every ``flush_s`` seconds.
 
@@ -197,6 +200,8 @@ class RunWriter:
         self._flushing: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._failing_since: float | None = None
+        self._failed_writes = 0
 
     def record(
         self,
@@ -236,13 +241,29 @@ class RunWriter:
                 try:
                     await self.store.write(batch)
                 except Exception as e:
-                    log.warning("run records not written (%d runs): %r", len(batch), e)
+                    self._failed(len(batch), e)
+                else:
+                    if self._failing_since is not None:
+                        log.warning(
+                            "run records are written again (%d batches were lost)", self._failed_writes
+                        )
+                        self._failing_since, self._failed_writes = None, 0
         finally:
             self._flushing = None
             if self._pending:
                 self._schedule()
             else:
                 self._idle.set()
+
+    def _failed(self, runs: int, error: Exception) -> None:
+        # Once when the store starts failing, then every LOG_EVERY_S: a flush fails every few ms meanwhile.
+        now = time.monotonic()
+        self._failed_writes += 1
+        if self._failing_since is None or now - self._failing_since >= LOG_EVERY_S:
+            log.warning(
+                "run records not written (%d runs, %d batches so far): %r", runs, self._failed_writes, error
+            )
+            self._failing_since = now
 
     async def flush(self) -> None:
         """Wait until everything recorded so far is written (or its write failed)."""

@@ -170,3 +170,37 @@ async def test_resuming_an_unknown_run_runs_it_afresh(fast_config: orchestra.Orc
     request = RunRequest(message="go", swarm_type="coding-team", optimization_mode="lite")
     result = await engine.run(request, resume=True)
     assert len(spy.requests) == len(result.metadata.processing_steps)
+
+
+class _Down:
+    """A run store that is down: every call fails as a shared store's would (503)."""
+
+    async def write(self, writes: list[RunWrite]) -> None:
+        raise orchestra.ServiceUnavailableError("run store unavailable", retry_after=1)
+
+    async def get(self, tenant: str, run_id: str) -> None:
+        raise orchestra.ServiceUnavailableError("run store unavailable", retry_after=1)
+
+    async def events(self, tenant: str, run_id: str, after: int = 0, *, wait_s: float = 0.0) -> list[Any]:
+        raise orchestra.ServiceUnavailableError("run store unavailable", retry_after=1)
+
+
+async def test_a_run_store_outage_never_fails_the_chats(
+    fast_config: orchestra.OrchestraConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    sessions = InMemorySessionStore()
+    engine, _ = engine_over(fast_config, _Down(), sessions)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(
+            engine.run(RunRequest(message="go", swarm_type="coding-team", session_id=f"s{i}"))
+            for i in range(5)
+        )
+    )
+    streamed = [
+        e async for batch in engine.stream(RunRequest(message="go", swarm_type="coding-team")) for e in batch
+    ]
+    await engine.run_writer.flush()
+    assert all(r.response for r in results) and isinstance(streamed[-1], RunCompleted)
+    assert await sessions.count() == 6  # every turn stored: the chats are acknowledged as usual
+    warnings = [r for r in caplog.records if "run records not written" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not once per flush
