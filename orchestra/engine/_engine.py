@@ -221,9 +221,6 @@ class _SessionLocks:
                 self._held[key] = (lock, users - 1)
 
 
-_STATUS_OF: dict[str, RunStatus] = {"completed": "completed", "cancelled": "cancelled"}
-
-
 class RunLog:
     """One run's share of the store: its record, checkpoints and numbered events, through the writer
     (buffered: nothing here waits for the store)."""

@@ -204,3 +204,18 @@ async def test_a_run_store_outage_never_fails_the_chats(
     assert await sessions.count() == 6  # every turn stored: the chats are acknowledged as usual
     warnings = [r for r in caplog.records if "run records not written" in r.getMessage()]
     assert len(warnings) == 1  # said once, not once per flush
+
+
+async def test_following_a_run_nobody_reports_on_past_its_deadline_ends_with_a_503() -> None:
+    runs = InMemoryRunStore()
+    fields = {"session_id": "s", "status": "running", "created_at": "1.0", "updated_at": "1.0"}
+    await runs.write([RunWrite("t", "orphan", fields={**fields, "deadline_at": "2.0"}, events=[(1, "{}")])])
+    from orchestra.engine import follow_run
+
+    batches = [b async for b in follow_run(runs, "t", "orphan", 1, wait_s=0.01, clock=lambda: 100.0)]
+    (final,) = batches[-1]
+    assert isinstance(final, RunFailed) and final.error["code"] == "SERVICE_UNAVAILABLE"
+    record = await runs.get("t", "orphan")
+    assert record is not None and record.followed_at == 100.0
+    with pytest.raises(orchestra.NotFoundError):
+        [b async for b in follow_run(runs, "other-tenant", "orphan")]
