@@ -117,6 +117,7 @@ def found_session(session: Session | None, session_id: str) -> Session:
 
 
 _EVENTS: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+_TURN_JSON = TurnResult.__pydantic_serializer__.to_json  # model_dump_json without its per-call overhead
 
 
 class _Finished(Exception):
@@ -235,7 +236,7 @@ class RunLog:
         self._writer.record(self.tenant, self.run_id, fields={k: str(v) for k, v in fields.items()})
 
     def checkpoint(self, turn: TurnResult) -> None:
-        self._writer.record(self.tenant, self.run_id, checkpoint=turn.model_dump_json())
+        self._writer.record(self.tenant, self.run_id, checkpoint=_TURN_JSON(turn).decode())
 
     def event(self, event: RunEvent) -> RunEvent:
         """The event with the next id, logged."""

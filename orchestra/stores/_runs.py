@@ -212,16 +212,18 @@ class RunWriter:
         checkpoint: str | None = None,
         events: Sequence[tuple[int, str]] = (),
     ) -> None:
-        write = self._pending.get((tenant, run_id))
+        key = (tenant, run_id)
+        write = self._pending.get(key)
         if write is None:
-            write = self._pending[(tenant, run_id)] = RunWrite(tenant, run_id)
+            write = self._pending[key] = RunWrite(tenant, run_id)
+            if len(self._pending) == 1:  # the first since the last flush took the buffer: arm one
+                self._schedule()
         if fields:
             write.fields.update(fields)
         if checkpoint is not None:
             write.checkpoints.append(checkpoint)
         if events:
             write.events.extend(events)
-        self._schedule()
 
     def _schedule(self) -> None:
         self._idle.clear()
