@@ -16,9 +16,11 @@ Everything but the wiring (contract, auth, limits, WS protocol, metrics, health)
 # No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -51,7 +54,15 @@ from orchestra import (
     Transcript,
 )
 from orchestra._types import MODES
-from orchestra.engine import KeyedBatcher, found_session, load_config, packaged_config, team_infos
+from orchestra.engine import (
+    KeyedBatcher,
+    follow_run,
+    found_run,
+    found_session,
+    load_config,
+    packaged_config,
+    team_infos,
+)
 from orchestra.serving import _keys_api as keys_api
 from orchestra.serving._gateway import Gateway, http_error_response
 from orchestra.serving._guard import Cors, InputGuard
@@ -59,7 +70,9 @@ from orchestra.serving._metrics import Metrics, MetricsAggregator, MetricsPusher
 from orchestra.serving._openapi import finish as finish_openapi
 from orchestra.serving._static import index_page, playground_file
 from orchestra.serving._webhooks import SubscriptionRequest
+from orchestra.stores import RunRecord, RunWrite
 from orchestra.stores.redis import (
+    RedisRunStore,
     RedisSessionStore,
     RedisTranscriptStore,
     RedisWebhookStore,
@@ -152,13 +165,13 @@ class ModeRunner:
         self._coordinator.start()
 
     async def chat_many(
-        self, requests: list[RunRequest]
+        self, requests: list[RunRequest], resume: bool = False
     ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
         """Run a batch of chats (validated by the ingress: not parsed again); yield (run_id, outcome)
         groups as they finish. Errors travel as values, so one bad chat cannot fail its batch."""
         self._ensure_started()
         kinds = {r.run_id: r.swarm_type or "auto" for r in requests}
-        async for group in self._coordinator.run_many(requests):
+        async for group in self._coordinator.run_many(requests, resume=resume):
             for run_id, outcome in group:
                 if isinstance(outcome, ChatResult):
                     self._record(outcome, outcome.metadata.swarm_type, "completed")
@@ -166,11 +179,23 @@ class ModeRunner:
                     self._record(None, kinds.get(run_id, "auto"), _outcome(outcome))
             yield group
 
-    async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
-        """The run's events in the engine's batches (one Serve stream item per batch); closing the stream
-        (a client that left, a WebSocket cancel) cancels the run."""
+    async def resume(self, request: RunRequest) -> ChatResult | OrchestraError:
+        """Resume a chat whose replica died, from its checkpoints in the store (``Engine.run``)."""
         self._ensure_started()
-        async for batch in self._coordinator.engine.stream(request):
+        async for group in self.chat_many([request], resume=True):
+            for _, outcome in group:
+                return outcome
+        return _unavailable()
+
+    async def stream(
+        self, request: RunRequest, resume: bool = False, resume_after: int = 0
+    ) -> AsyncIterator[list[RunEvent]]:
+        """The run's events in the engine's batches (one Serve stream item per batch); closing the stream
+        (a client that left, a WebSocket cancel) cancels the run. ``resume``, ``resume_after``: the
+        stream's replica died; resume the run here (``Engine.run``)."""
+        self._ensure_started()
+        engine = self._coordinator.engine
+        async for batch in engine.stream(request, resume=resume, resume_after=resume_after):
             for event in batch:
                 if isinstance(event, RunCompleted):
                     self._record(event.result, event.result.metadata.swarm_type, "completed")
@@ -191,10 +216,31 @@ def _outcome(error: OrchestraError | str) -> str:
     return {"TIMEOUT_ERROR": "timeout", "CANCELLED": "cancelled"}.get(code, "error")
 
 
+class _CoordinatorLost(ServiceUnavailableError):
+    """The mode replica running the chat failed (died, or never answered for it): the run may resume."""
+
+
+def _replica_lost(error: BaseException) -> bool:
+    """The mode replica's process is gone (killed, its node lost): its runs may resume elsewhere. Any
+    other failure of the call is not retried: it would fail again."""
+    return isinstance(error, RayActorError)
+
+
 def _mode_failure(error: BaseException | None = None) -> OrchestraError:
+    """What a chat of a failed (or answerless) mode call resolves to."""
     if error is not None:
         log.warning("mode deployment call failed: %r", error)
+        if not _replica_lost(error):
+            return _unavailable()
+    return _CoordinatorLost("the swarm service is unavailable", retry_after=1)
+
+
+def _unavailable() -> ServiceUnavailableError:
     return ServiceUnavailableError("the swarm service is unavailable", retry_after=1)
+
+
+RESUME_WINDOW_S = 30.0
+"""How long the ingress tries to resume a run whose record (and so deadline) the store does not have."""
 
 
 _ERRORS = {
@@ -275,9 +321,11 @@ class ServeChatService:
         self._sessions = RedisSessionStore(self._redis, runtime.session_ttl_s)
         self._transcripts = RedisTranscriptStore(self._redis, runtime.transcript_ttl_s)
         self._events = EventPublisher(RedisWebhookStore(self._redis))
+        self._runs = RedisRunStore(self._redis, runtime.run_ttl_s, max_events=runtime.run_events_max)
         # Serve's replica-to-replica gRPC channel skips Ray's object store: ~1 ms less per call (W2/W3).
         by_ref = not runtime.serve_grpc_handles
         self._streams = {m: h.options(stream=True, _by_reference=by_ref) for m, h in modes.items()}
+        self._calls = {m: h.options(_by_reference=by_ref) for m, h in modes.items()}
         self._batchers: dict[str, KeyedBatcher[RunRequest, ChatResult | OrchestraError]] = {}
 
     def _batcher(self, mode: str) -> KeyedBatcher[RunRequest, ChatResult | OrchestraError]:
@@ -310,17 +358,108 @@ class ServeChatService:
         except asyncio.CancelledError:  # the client went away: stop its run, not the others of the batch
             await self.cancel(request.tenant, request.run_id)
             raise
+        if isinstance(outcome, _CoordinatorLost):
+            try:
+                outcome = await self._resume(request)
+            except asyncio.CancelledError:
+                await self.cancel(request.tenant, request.run_id)
+                raise
         if isinstance(outcome, OrchestraError):
             raise outcome
         return outcome
 
-    async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
-        response: Any = self._streams[request.optimization_mode].stream.remote(request)
+    async def _resume(self, request: RunRequest) -> ChatResult | OrchestraError:
+        """The replica running ``request`` died: resume it on another replica of its mode (from its
+        checkpoints in the store) until one answers or its deadline passes; then, if none could, the run
+        ends ``failed`` in the store and the caller gets a 503."""
         try:
-            async for batch in response:
-                yield batch
-        finally:
-            response.cancel()  # closed early: Serve cancels the replica's generator, which cancels the run
+            record = await self._runs.get(request.tenant, request.run_id)
+        except OrchestraError:
+            record = None
+        now = time.time()
+        window = record.deadline_at - now if record is not None and record.deadline_at else RESUME_WINDOW_S
+        until = time.monotonic() + max(0.0, window)
+        outcome: ChatResult | OrchestraError = _unavailable()
+        pause = 0.1
+        while time.monotonic() < until:
+            try:
+                async with asyncio.timeout(max(0.1, until - time.monotonic())):
+                    outcome = await self._calls[request.optimization_mode].resume.remote(request)
+            except TimeoutError:
+                outcome = _CoordinatorLost("the swarm service is unavailable", retry_after=1)
+            except Exception as e:  # that replica died too, or none is up yet: Serve is replacing it
+                outcome = _mode_failure(e)
+                if not isinstance(outcome, _CoordinatorLost):
+                    break
+            if not isinstance(outcome, _CoordinatorLost):
+                return outcome
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
+        await self._give_up(request, record)
+        return _unavailable()
+
+    async def _give_up(self, request: RunRequest, record: RunRecord | None) -> None:
+        """No replica could finish the run: it ends ``failed`` in the store, so followers end too."""
+        if record is None or record.finished:
+            return
+        error = _unavailable()
+        final = RunFailed(run_id=request.run_id, error=error.to_dict(), event_id=record.last_event_id + 1)
+        write = RunWrite(
+            request.tenant,
+            request.run_id,
+            fields={"status": "failed", "updated_at": repr(time.time())},
+            events=[(final.event_id, final.model_dump_json())],
+        )
+        with contextlib.suppress(OrchestraError):
+            await self._runs.write([write])
+
+    async def stream(self, request: RunRequest) -> AsyncGenerator[list[RunEvent], None]:
+        """The run's events from its mode replica. When that replica dies, the run resumes on another
+        (from its checkpoints) and the stream goes on: event ids keep increasing past the last one sent
+        (the turn that was in flight starts again, with a new ``turn_start``). When no replica can take
+        it before its deadline, the stream ends with a 503."""
+        forwarded, resume, until = 0, False, None
+        pause = 0.1
+        while True:
+            response: Any = self._streams[request.optimization_mode].stream.remote(request, resume, forwarded)
+            try:
+                async for batch in response:
+                    forwarded = max(forwarded, batch[-1].event_id)
+                    yield batch
+                return
+            except OrchestraError:
+                raise
+            except Exception as e:  # the replica running it died: resume elsewhere, else a clean 503
+                log.warning("mode deployment stream failed: %r", e)
+                if not _replica_lost(e):
+                    await self._give_up(request, await self._record_or_none(request))
+                    raise _unavailable() from None
+                if until is None:
+                    record = await self._record_or_none(request)
+                    window = (
+                        record.deadline_at - time.time() if record and record.deadline_at else RESUME_WINDOW_S
+                    )
+                    until = time.monotonic() + window
+                if time.monotonic() >= until:
+                    await self._give_up(request, await self._record_or_none(request))
+                    raise _unavailable() from None
+            finally:
+                response.cancel()  # closed early: Serve cancels the replica's generator, and so the run
+            resume = True
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
+
+    async def _record_or_none(self, request: RunRequest) -> RunRecord | None:
+        try:
+            return await self._runs.get(request.tenant, request.run_id)
+        except OrchestraError:
+            return None
+
+    async def run_record(self, tenant: str, run_id: str) -> RunRecord:
+        return found_run(await self._runs.get(tenant, run_id), run_id)
+
+    def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncGenerator[list[RunEvent], None]:
+        return follow_run(self._runs, tenant, run_id, after)
 
     async def cancel(self, tenant: str, run_id: str) -> bool:
         """Published to every coordinator; False because which one stopped it is not known here (a
@@ -419,6 +558,7 @@ class Ingress:
             teams=list(config.teams),
             probes={"runtime": self._probe_coordinators, "modes": self._ping_modes},
             version=orchestra.__version__,
+            ws_resume_grace_s=config.runtime.ws_resume_grace_s,
         )
         # Started with the app (every ingress replica asks; the first creates it), restarted by Ray.
         self._dispatcher = start_dispatcher(self._replica_metrics.actor, actor_env(config), SERVE_NAMESPACE)

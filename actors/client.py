@@ -33,6 +33,7 @@ from orchestra.cli._server_file import read_server_file
 from orchestra.engine import KeyedBatcher
 from orchestra.providers import make_provider
 from orchestra.serving._auth import ApiKeys
+from orchestra.stores import RunRecord
 from orchestra.stores.redis import RedisKeyStore, redis_client
 
 from ._env import actor_env, split_env
@@ -169,6 +170,24 @@ class RayChatService:
             if isinstance(found, Transcript):
                 return found
         raise NotFoundError(f"no run {run_id!r}")
+
+    async def run_record(self, tenant: str, run_id: str) -> RunRecord:
+        return (await self._run_shard(tenant, run_id))[1]
+
+    async def _run_shard(self, tenant: str, run_id: str) -> tuple[Any, RunRecord]:
+        # Over Redis every shard sees every run; in memory only the one that ran it.
+        found = await asyncio.gather(
+            *(s.run_record.remote(tenant, run_id) for s in self._shards), return_exceptions=True
+        )
+        for shard, record in zip(self._shards, found, strict=True):
+            if isinstance(record, RunRecord):
+                return shard, record
+        raise NotFoundError(f"no run {run_id!r}")
+
+    async def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncGenerator[list[RunEvent], None]:
+        shard, _ = await self._run_shard(tenant, run_id)
+        async for ref in shard.follow.remote(tenant, run_id, after):
+            yield await ref
 
     async def teams(self) -> list[TeamInfo]:
         return await self._shards[0].teams.remote()  # type: ignore[no-any-return]

@@ -23,6 +23,7 @@ from orchestra import (
     TeamInfo,
     Transcript,
 )
+from orchestra.stores import RunRecord
 
 from ._env import apply_secrets, split_env
 from .coordinator import Coordinator
@@ -72,6 +73,13 @@ class Orchestrator:
 
     async def transcript(self, tenant: str, run_id: str) -> Transcript:
         return await self._engine.transcript(tenant, run_id)
+
+    async def run_record(self, tenant: str, run_id: str) -> RunRecord:
+        return await self._engine.run_record(tenant, run_id)
+
+    async def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncIterator[list[RunEvent]]:
+        async for batch in self._engine.follow(tenant, run_id, after):
+            yield batch
 
     def running(self, tenant: str | None = None) -> list[str]:
         return self._engine.running(tenant)

@@ -14,7 +14,15 @@ from orchestra.engine._config import (
     load_config,
     packaged_config,
 )
-from orchestra.engine._engine import Engine, found_session, history_of, parse_run_request, team_infos
+from orchestra.engine._engine import (
+    Engine,
+    follow_run,
+    found_run,
+    found_session,
+    history_of,
+    parse_run_request,
+    team_infos,
+)
 from orchestra.engine._messages import (
     MAX_MESSAGE_CHARS,
     MAX_USER_CONTEXT_BYTES,
@@ -86,6 +94,8 @@ __all__ = [
     "close_queue_when_done",
     "default_config_path",
     "events",
+    "follow_run",
+    "found_run",
     "found_session",
     "history_of",
     "load_config",

@@ -244,6 +244,27 @@ class RuntimeConfig(FrozenModel):
     transcript_ttl_s: float = Field(
         default=3600.0, gt=0, description="How long the shared store keeps a finished run's transcript."
     )
+    run_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long the shared store keeps a run (record, checkpoints, events) after a write.",
+    )
+    run_events_max: int = Field(
+        default=10_000, ge=1, description="Bound of a run's event log (Redis: about this many batches)."
+    )
+    run_flush_s: float = Field(
+        default=0.005,
+        ge=0,
+        description="Run records, checkpoints and events are written in one batch at most this often.",
+    )
+    ws_resume_grace_s: float = Field(
+        default=15.0,
+        ge=0,
+        description=(
+            "A WebSocket client that drops keeps its running chat this long for a `resume`; resumed, it "
+            "runs to its end; not, it is cancelled then."
+        ),
+    )
 
 
 class RecordingConfig(FrozenModel):

@@ -208,6 +208,9 @@ class TeamInfo(FrozenModel):
 
 class _Event(FrozenModel):
     run_id: str
+    event_id: int = Field(
+        default=0, ge=0, description="Its id in the run's event log (1, 2, 3, …; 0: not logged yet)."
+    )
 
 
 class _TurnEvent(_Event):

@@ -105,6 +105,12 @@ class TeamRun:
     stream: bool = False
     sink: EventSink | None = None
     steps: list[TurnResult] = field(default_factory=list)
+    replay: dict[tuple[str, int], TurnResult] = field(default_factory=dict)
+    """Checkpoints of a resumed run by ``(agent instance, round)`` (unique within a run): those turns
+    are taken from here instead of asking the agents again. The patterns are deterministic given their
+    turns' results, so replaying them reaches the same point."""
+    on_step: Callable[[TurnResult], None] | None = None
+    """Called with every turn completed by an agent (not replayed): the run's checkpoint."""
 
     @property
     def team(self) -> TeamConfig:
@@ -139,11 +145,29 @@ class TeamRun:
     async def turn(
         self, instance: str, agent: str, round_: int, instruction: str, inputs: Sequence[Contribution] = ()
     ) -> TurnResult:
-        result = await self.runtime.send(
-            self._request(instance, agent, round_, instruction, inputs), self.sink
-        )
+        result = self.replay.get((instance, round_))
+        if result is None:
+            result = await self.runtime.send(
+                self._request(instance, agent, round_, instruction, inputs), self.sink
+            )
+            if self.on_step is not None:
+                self.on_step(result)
         self.steps.append(result)
         return result
+
+    def _send(self, turn: tuple[str, str, int, str, Sequence[Contribution]]) -> asyncio.Future[TurnResult]:
+        replayed = self.replay.get((turn[0], turn[2]))
+        if replayed is not None:
+            done: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+            done.set_result(replayed)
+            return done
+        task = asyncio.ensure_future(self.runtime.send(self._request(*turn), self.sink))
+        if self.on_step is not None:
+            on_step = self.on_step  # each step as it completes, not when its whole round does
+            task.add_done_callback(
+                lambda t: on_step(t.result()) if not t.cancelled() and not t.exception() else None
+            )
+        return task
 
     async def parallel(
         self, turns: Sequence[tuple[str, str, int, str, Sequence[Contribution]]]
@@ -151,7 +175,7 @@ class TeamRun:
         """Run turns concurrently; steps are recorded in the order given. One failure cancels the rest."""
         if len(turns) == 1:  # awaited in place: no task, and a run that ends here ends in this tick
             return [await self.turn(*turns[0])]
-        tasks = [asyncio.ensure_future(self.runtime.send(self._request(*t), self.sink)) for t in turns]
+        tasks = [self._send(t) for t in turns]
         try:
             results = list(await asyncio.gather(*tasks))
         except BaseException:

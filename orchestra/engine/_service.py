@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from orchestra.engine._messages import ChatResult, RunEvent, RunRequest, TeamInfo, Transcript
+from orchestra.stores._runs import RunRecord
 from orchestra.stores._sessions import Session
 
 __all__ = ["ChatService"]
@@ -43,6 +44,18 @@ class ChatService(Protocol):
         Batches, not single events: every event that crosses a process boundary costs a hop of CPU.
         Closing the iterator early cancels the run.
         """
+        ...
+
+    def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncGenerator[list[RunEvent], None]:
+        """A run's events from its event log: those with an id above ``after``, then its live ones, until
+        its last (``RunCompleted`` or ``RunFailed``); each exactly once. Following never cancels the run.
+
+        Raises (on the first iteration) ``NotFoundError`` for an unknown run or another tenant's.
+        """
+        ...
+
+    async def run_record(self, tenant: str, run_id: str) -> RunRecord:
+        """The run's record (status, coordinator, checkpoints…). Raises ``NotFoundError``."""
         ...
 
     async def cancel(self, tenant: str, run_id: str) -> bool:

@@ -37,7 +37,7 @@ from orchestra.engine import (
 from orchestra.errors import OrchestraError, RateLimitError
 from orchestra.serving._auth import Principal
 from orchestra.serving._metrics import Metrics
-from orchestra.stores import Session, UsageStore
+from orchestra.stores import RunRecord, Session, UsageStore
 
 __all__ = ["BudgetedService", "Budgets", "next_reset"]
 
@@ -158,6 +158,13 @@ class BudgetedService:
                 yield batch
         finally:
             await inner.aclose()
+
+    def follow(self, tenant: str, run_id: str, after: int = 0) -> AsyncGenerator[list[RunEvent], None]:
+        # A resumed stream costs no new run: its tokens were counted when it started.
+        return self._inner.follow(tenant, run_id, after)
+
+    async def run_record(self, tenant: str, run_id: str) -> RunRecord:
+        return await self._inner.run_record(tenant, run_id)
 
     async def cancel(self, tenant: str, run_id: str) -> bool:
         return await self._inner.cancel(tenant, run_id)

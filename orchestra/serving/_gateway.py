@@ -159,10 +159,13 @@ class Gateway:
         version: str,
         budgets: Budgets | None = None,
         webhooks: WebhookStore | None = None,
+        ws_resume_grace_s: float = 0.0,
     ) -> None:
         """``probes``: ``runtime`` (the coordinators), ``modes`` (the mode deployments), ``store`` (Redis).
         ``budgets``: the daily token budgets (default: counted in this process's memory); ``webhooks``:
-        where subscriptions and their deliveries live (in this process by default)."""
+        where subscriptions and their deliveries live (in this process by default);
+        ``ws_resume_grace_s``: how long a dropped WebSocket's running chat waits for a ``resume``."""
+        self._ws_resume_grace_s = ws_resume_grace_s
         self.service = service
         self.webhooks: WebhookStore = webhooks or InMemoryWebhookStore()
         self._events = EventPublisher(self.webhooks)
@@ -185,6 +188,7 @@ class Gateway:
         teams: Collection[str],
         probes: Mapping[str, Probe],
         version: str,
+        ws_resume_grace_s: float = 0.0,
     ) -> Gateway:
         """The production gateway: keys and the per-key limit in the Redis of ``ORCHESTRA_REDIS_URL``
         (shared by every replica), limits from the settings; the ``store`` probe pings that Redis."""
@@ -206,6 +210,7 @@ class Gateway:
             version=version,
             budgets=Budgets(RedisUsageStore(redis), metrics=metrics),
             webhooks=RedisWebhookStore(redis),
+            ws_resume_grace_s=ws_resume_grace_s,
         )
 
     async def ready(self) -> None:
@@ -655,6 +660,7 @@ class Gateway:
                 client_id=client_id,
                 session_id=session_id,
                 limiter=LocalTokenBucket(capacity=WS_CAPACITY, refill_per_s=WS_REFILL_PER_S),
+                resume_grace_s=self._ws_resume_grace_s,
             )
         except OrchestraError:
             await ws.close(code=CLOSE_INVALID_PATH, reason="invalid client_id or session_id")

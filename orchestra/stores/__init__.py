@@ -9,6 +9,8 @@ implementations are in ``orchestra.stores.redis``.
 - ``UsageStore``: tokens used per key and UTC day, for budgets (``InMemoryUsageStore``, ``RedisUsageStore``).
 - ``WebhookStore``: webhook subscriptions, their durable delivery queue and recent attempts
   (``InMemoryWebhookStore``, ``RedisWebhookStore``).
+- ``RunStore``: runs — record, checkpoints, event log (``InMemoryRunStore``, ``RedisRunStore``), written in
+  batches through a ``RunWriter``.
 """
 
 from orchestra.stores._keys import SCOPES, ApiKeyRecord, InMemoryKeyStore, KeyStore
@@ -22,6 +24,15 @@ from orchestra.stores._ratelimit import (
     LocalTokenBucket,
     RateLimitDecision,
     RateLimiter,
+)
+from orchestra.stores._runs import (
+    RUN_STATUSES,
+    InMemoryRunStore,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    RunWrite,
+    RunWriter,
 )
 from orchestra.stores._sessions import InMemorySessionStore, Session, SessionStore, SessionTurn
 from orchestra.stores._transcripts import InMemoryTranscriptStore, TranscriptStore
@@ -37,6 +48,7 @@ from orchestra.stores._webhooks import (
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_LIMIT_PER_MINUTE",
+    "RUN_STATUSES",
     "SCOPES",
     "WS_CAPACITY",
     "WS_LIMIT_PER_MINUTE",
@@ -46,6 +58,7 @@ __all__ = [
     "DeliveryAttempt",
     "InMemoryKeyStore",
     "InMemoryMemoryStore",
+    "InMemoryRunStore",
     "InMemorySessionStore",
     "InMemoryTranscriptStore",
     "InMemoryUsageStore",
@@ -56,6 +69,11 @@ __all__ = [
     "MemoryStore",
     "RateLimitDecision",
     "RateLimiter",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "RunWrite",
+    "RunWriter",
     "Session",
     "SessionStore",
     "SessionTurn",

@@ -59,11 +59,19 @@ _CHAT_MOVES: dict[ChatState, frozenset[ChatState]] = {
 _ENDED = frozenset({ChatState.COMPLETED, ChatState.FAILED, ChatState.CANCELLED})
 
 
+_DETACHED: set[asyncio.Task[None]] = set()
+"""Tasks of chats whose connection went away while their run goes on for a resume (kept referenced)."""
+
+
 @dataclass(eq=False)
 class Chat:
     request: RunRequest
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False  # the client's cancel: the chat ends CANCELLED unless its run ends first
+    follow_after: int | None = None
+    """A resumed chat: it follows the run's event log after this id instead of starting the run."""
+    detached: bool = False
+    """Its connection went away; the run goes on (unsent) for ``resume_grace_s``, then longer if followed."""
     _state: ChatState = field(default=ChatState.WAITING, init=False)
 
     @property
@@ -108,6 +116,7 @@ class ChatQueue:
         may_send: Callable[[], bool],
         max_waiting: int,
         cancel_grace_s: float,
+        resume_grace_s: float = 0.0,
     ) -> None:
         self.service = service
         self.tenant = tenant
@@ -117,6 +126,7 @@ class ChatQueue:
         self._may_start = may_start
         self._may_send = may_send
         self._cancel_grace_s = cancel_grace_s
+        self._resume_grace_s = resume_grace_s
         self._running: Chat | None = None
         self._waiting: deque[Chat] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,8 +143,11 @@ class ChatQueue:
         """The running chat, then the waiting ones in order."""
         return ([self._running] if self._running else []) + list(self._waiting)
 
-    def submit(self, request: RunRequest) -> None:
-        """Queue a chat (it starts at once when none runs); ``SERVICE_UNAVAILABLE`` when the queue is full."""
+    def submit(self, request: RunRequest, *, follow_after: int | None = None) -> None:
+        """Queue a chat (it starts at once when none runs); ``SERVICE_UNAVAILABLE`` when the queue is full.
+
+        ``follow_after``: the chat resumes the run ``request.run_id`` (started elsewhere) from its event
+        log, after that event id."""
         if self._running is not None and len(self._waiting) >= self.max_waiting:
             raise ServiceUnavailableError(
                 f"a chat is running and {len(self._waiting)} are waiting on this connection; "
@@ -145,25 +158,68 @@ class ChatQueue:
                     "waiting": self.waiting,
                 },
             )
-        self._waiting.append(Chat(request))
+        self._waiting.append(Chat(request, follow_after=follow_after))
         self._start_next()
 
     def drop(self) -> None:
-        """The socket is gone: forget the waiting chats, stop the running one without waiting for it."""
+        """The socket is gone: forget the waiting chats, stop the running one without waiting for it
+        (or, with ``resume_grace_s``, let its run go on for a resume)."""
         self._waiting.clear()
+        self._detach_running()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:  # the sending chat task stops on its own when send returns False
                 task.cancel()
 
     async def close(self) -> None:
-        """Forget the waiting chats, cancel the running one and wait until no task of ours is left."""
+        """Forget the waiting chats, cancel the running one (or detach it, as ``drop``) and wait until no
+        task of ours is left (a detached chat's task goes on by itself)."""
         self._waiting.clear()
+        self._detach_running()
         for task in list(self._tasks):
             task.cancel()
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             await asyncio.wait(pending)
+
+    def _detach_running(self) -> None:
+        """With ``resume_grace_s``, the running chat's run goes on without its connection: its task
+        leaves ours and keeps consuming the run (sending nothing). After the grace period it is cancelled
+        unless a client resumed the run meanwhile (it is followed), which lets it run to its end."""
+        chat, task = self._running, self._running.task if self._running else None
+        if (
+            chat is None
+            or task is None
+            or self._resume_grace_s <= 0
+            or chat.follow_after is not None  # a follower only watches: nothing of its own to keep
+            or chat.finished
+            or chat.cancel_requested
+            or chat.state is not ChatState.RUNNING
+        ):
+            return
+        chat.detached = True
+        self._tasks.discard(task)
+        _DETACHED.add(task)
+        task.add_done_callback(_DETACHED.discard)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._resume_grace_s, lambda: _DETACHED.add(loop.create_task(self._expire(chat))))
+
+    async def _expire(self, chat: Chat) -> None:
+        task = chat.task
+        if task is None or task.done() or chat.finished:
+            return
+        try:
+            record = await self.service.run_record(self.tenant, chat.request_id)
+            followed = record.followed_at > 0
+        except Exception:  # unknown to the store (or it is down): nobody can be following it
+            followed = False
+        if not followed and not task.done():
+            log.info(
+                "websocket chat %s was not resumed within %s s: cancelled",
+                chat.request_id,
+                self._resume_grace_s,
+            )
+            task.cancel()
 
     # -- running ------------------------------------------------------------------------------------
 
@@ -185,7 +241,10 @@ class ChatQueue:
             try:
                 if chat.cancel_requested:  # cancelled before its task first ran
                     raise asyncio.CancelledError
-                stream = events(self.service.stream(chat.request))
+                if chat.follow_after is not None:
+                    stream = events(self.service.follow(self.tenant, chat.request_id, chat.follow_after))
+                else:
+                    stream = events(self.service.stream(chat.request))
                 async for event in stream:
                     if event.run_id != chat.request_id:
                         continue
@@ -193,7 +252,11 @@ class ChatQueue:
                         chat.move(ChatState.COMPLETED)
                     elif isinstance(event, RunFailed):
                         chat.move(_outcome(event))
-                    if not await self._send(self._frames.event(event)) or chat.finished:
+                    if chat.finished:
+                        await self._send(self._frames.event(event))
+                        return
+                    sent = chat.detached or await self._send(self._frames.event(event))
+                    if not sent and not chat.detached:  # gone, and not kept for a resume: stop here
                         return
                 raise InternalError("the run ended without a result", details={"request_id": chat.request_id})
             except asyncio.CancelledError:
@@ -217,7 +280,8 @@ class ChatQueue:
                 await self._stop_stream(chat, stream)
             if self._running is chat:
                 self._running = None
-            self._start_next()
+            if not chat.detached:
+                self._start_next()
 
     async def _end(self, chat: Chat, outcome: ChatState, error: OrchestraError) -> None:
         """End a chat with an error frame: its terminal frame when the run did not send one."""
@@ -228,7 +292,8 @@ class ChatQueue:
         """Release the stream; when we stop before the run did, make sure the run stops too."""
         try:
             async with asyncio.timeout(self._cancel_grace_s):
-                if not chat.finished:
+                # A follower only watches someone's run: leaving stops the run only if asked to.
+                if not chat.finished and (chat.follow_after is None or chat.cancel_requested):
                     with suppress(Exception):
                         await self.service.cancel(self.tenant, chat.request_id)
                 aclose = getattr(stream, "aclose", None)

@@ -32,6 +32,7 @@ from orchestra.serving.ws._frames import (
     CommandData,
     ControlData,
     NoArgs,
+    ResumeArgs,
     ServerFrames,
     SetArgs,
     build_request,
@@ -77,8 +78,11 @@ class WsConnection:
         max_waiting: int = MAX_WAITING,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         cancel_grace_s: float = 5.0,
+        resume_grace_s: float = 0.0,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """``resume_grace_s``: when the socket goes away, the running chat's run goes on this long for a
+        ``resume`` from another connection (then to its end if resumed); 0 cancels it at once."""
         # The ingress checks these first and closes with CLOSE_INVALID_PATH; no chat could run on a bad
         # session id, so refuse to build the connection at all.
         if not IDENTIFIER_RE.fullmatch(session_id):
@@ -116,6 +120,7 @@ class WsConnection:
             may_send=lambda: self._lifecycle.sending,
             max_waiting=max_waiting,
             cancel_grace_s=cancel_grace_s,
+            resume_grace_s=resume_grace_s,
         )
         self._last_decision: RateLimitDecision | None = None
 
@@ -278,6 +283,9 @@ class WsConnection:
             result = {"cancelled": await self._chats.cancel(targets)}
         elif command.command == "set":
             result = await self._set(validate(SetArgs, command.args, "data.args"))
+        elif command.command == "resume":
+            await self._resume(validate(ResumeArgs, command.args, "data.args"))
+            return
         else:
             validate(NoArgs, command.args, "data.args")
             if command.command == "reset":
@@ -301,6 +309,35 @@ class WsConnection:
                 self._lifecycle.move(ConnectionState.ENDED)
                 result = {"ended": True, "session_id": self.session_id, "cancelled": cancelled}
         await self._send(self._frames.frame("command", {"command": command.command, "result": result}))
+
+    async def _resume(self, args: ResumeArgs) -> None:
+        """Follow a run of this session from its event log: the result, then every event after
+        ``last_event_id``, then the live ones and the terminal frame, as for a chat of this connection."""
+        rid = args.request_id
+        if rid in {c.request_id for c in self._chats.chats()}:
+            raise invalid_field(
+                "data.args.request_id", "a chat with this request_id is already waiting or running"
+            )
+        try:
+            record = await self.service.run_record(self.tenant, rid)
+            if record.session_id != self.session_id:  # another session's run is not this one's to resume
+                raise NotFoundError(f"no run {rid!r} in session {self.session_id!r}")
+        except NotFoundError as e:
+            await self._send_error(e.to_dict(), rid)
+            return
+        request = build_request(
+            {
+                "message": "(resumed)",
+                "session_id": self.session_id,
+                "optimization_mode": record.optimization_mode or self._defaults["optimization_mode"],
+                "tenant": self.tenant,
+                "run_id": rid,
+            }
+        )
+        result = {"request_id": rid, "last_event_id": args.last_event_id, "status": record.status}
+        # The result first: every frame of the run follows it.
+        await self._send(self._frames.frame("command", {"command": "resume", "result": result}))
+        self._chats.submit(request, follow_after=args.last_event_id)
 
     async def _set(self, args: SetArgs) -> dict[str, Any]:
         given = args.model_fields_set

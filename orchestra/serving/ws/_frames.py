@@ -50,6 +50,7 @@ __all__ = [
     "ControlData",
     "Frame",
     "NoArgs",
+    "ResumeArgs",
     "ServerFrames",
     "SetArgs",
     "agent_event_data",
@@ -129,7 +130,7 @@ class ChatData(_Payload):
 
 
 class CommandData(_Payload):
-    command: Literal["cancel", "reset", "history", "swarms", "set", "end"]
+    command: Literal["cancel", "reset", "history", "swarms", "set", "end", "resume"]
     args: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -144,6 +145,11 @@ class NoArgs(_Payload):
 class CancelArgs(_Payload):
     request_id: str | None = Field(default=None, pattern=REQUEST_ID_RE.pattern)
     all: bool = False
+
+
+class ResumeArgs(_Payload):
+    request_id: str = Field(pattern=REQUEST_ID_RE.pattern)
+    last_event_id: int = Field(default=0, ge=0)
 
 
 class SetArgs(_Payload):
@@ -308,9 +314,15 @@ class ServerFrames:
 
     def event(self, event: RunEvent) -> Frame:
         """A chat's event as the client sees it: the ``chat`` answer, its error frame, or a ``stream``
-        frame (``turn_end`` also carries ``step``: the turn's ``processing_steps`` entry)."""
+        frame (``turn_end`` also carries ``step``: the turn's ``processing_steps`` entry); each with its
+        ``event_id`` once the run logged it."""
+        frame: Frame
         if isinstance(event, RunCompleted):
-            return self.frame("chat", {**event.result.model_dump(mode="json"), "request_id": event.run_id})
-        if isinstance(event, RunFailed):
-            return self.error(event.error, event.run_id)
-        return self.frame("stream", {"request_id": event.run_id, **agent_event_data(event)})
+            frame = self.frame("chat", {**event.result.model_dump(mode="json"), "request_id": event.run_id})
+        elif isinstance(event, RunFailed):
+            frame = self.error(event.error, event.run_id)
+        else:
+            frame = self.frame("stream", {"request_id": event.run_id, **agent_event_data(event)})
+        if event.event_id:  # its id in the run's event log: what a `resume` continues after
+            frame["data"]["event_id"] = event.event_id
+        return frame

@@ -6,6 +6,7 @@ from orchestra.stores.redis._client import redis_client, unavailable
 from orchestra.stores.redis._keys import RedisKeyStore
 from orchestra.stores.redis._memory import RedisMemoryStore
 from orchestra.stores.redis._ratelimit import RedisTokenBucket
+from orchestra.stores.redis._runs import RedisRunStore
 from orchestra.stores.redis._sessions import RedisSessionStore
 from orchestra.stores.redis._transcripts import RedisTranscriptStore
 from orchestra.stores.redis._usage import RedisUsageStore
@@ -14,6 +15,7 @@ from orchestra.stores.redis._webhooks import RedisWebhookStore
 __all__ = [
     "RedisKeyStore",
     "RedisMemoryStore",
+    "RedisRunStore",
     "RedisSessionStore",
     "RedisTokenBucket",
     "RedisTranscriptStore",

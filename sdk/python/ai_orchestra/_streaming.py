@@ -9,8 +9,9 @@
 - ``ChatStream``: one streamed chat, an async iterator of tokens or events. It resends its chat frame when
   nothing of the run has arrived yet (the connection dropped first, or the frame was refused with
   ``RATE_LIMIT_ERROR``/``SERVICE_UNAVAILABLE``); once the run has streamed anything, a lost connection
-  raises ``StreamInterruptedError``: the server cannot resume a stream, and it stops the runs of a dropped
-  connection. Closing or cancelling the stream sends the WebSocket ``cancel`` command.
+  raises ``StreamInterruptedError``: this SDK does not resume a stream by itself (the server can: the
+  WebSocket ``resume`` command, docs/websocket.md; it keeps a dropped connection's run going for a grace
+  period, then cancels it). Closing or cancelling the stream sends the WebSocket ``cancel`` command.
 
 Connections belong to the event loop that opened them; the pool drops them when used from another loop
 (``Client.stream_chat`` under several ``asyncio.run`` calls).

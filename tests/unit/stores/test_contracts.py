@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +20,7 @@ from orchestra.stores import (
     DeliveryAttempt,
     InMemoryKeyStore,
     InMemoryMemoryStore,
+    InMemoryRunStore,
     InMemorySessionStore,
     InMemoryTranscriptStore,
     InMemoryUsageStore,
@@ -27,6 +29,9 @@ from orchestra.stores import (
     LocalTokenBucket,
     MemoryStore,
     RateLimiter,
+    RunStore,
+    RunWrite,
+    RunWriter,
     SessionStore,
     SessionTurn,
     Subscription,
@@ -37,6 +42,7 @@ from orchestra.stores import (
 from orchestra.stores.redis import (
     RedisKeyStore,
     RedisMemoryStore,
+    RedisRunStore,
     RedisSessionStore,
     RedisTokenBucket,
     RedisTranscriptStore,
@@ -432,3 +438,103 @@ async def test_deliveries_of_removed_or_disabled_subscriptions_are_dropped(
     for i in range(60):
         await store.settle(d2, _attempt(d2.id, i, "retrying"), retry_at=None)
     assert len(await store.attempts("wh_2")) == 50  # capped
+
+
+# -- runs ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def run_store(request: pytest.FixtureRequest) -> AsyncIterator[RunStore]:
+    if request.param == "memory":
+        yield InMemoryRunStore()
+    else:
+        client = await _fresh_redis(request)
+        yield RedisRunStore(client, ttl_s=60)
+        await client.aclose()
+
+
+def _created(tenant: str, run_id: str) -> RunWrite:
+    fields = {"session_id": "s", "swarm_type": "coding-team", "optimization_mode": "lite"}
+    fields |= {"status": "running", "coordinator": "host:1", "created_at": "10.0", "updated_at": "10.0"}
+    return RunWrite(tenant, run_id, fields=fields)
+
+
+async def test_a_run_record_with_its_checkpoints_is_per_tenant(run_store: RunStore) -> None:
+    assert isinstance(run_store, RunStore)
+    assert await run_store.get("alice", "r1") is None
+    await run_store.write([_created("alice", "r1"), _created("bob", "r2")])
+    await run_store.write([RunWrite("alice", "r1", checkpoints=['{"step": 1}', '{"step": 2}'])])
+    await run_store.write(
+        [RunWrite("alice", "r1", fields={"status": "completed", "updated_at": "11.5"}, checkpoints=["3"])]
+    )
+    record = await run_store.get("alice", "r1")
+    assert record is not None and record.status == "completed" and record.finished
+    assert (record.session_id, record.coordinator, record.swarm_type) == ("s", "host:1", "coding-team")
+    assert (record.created_at, record.updated_at) == (10.0, 11.5)
+    assert record.checkpoints == ['{"step": 1}', '{"step": 2}', "3"]
+    assert await run_store.get("bob", "r1") is None  # another tenant never sees it
+    other = await run_store.get("bob", "r2")
+    assert other is not None and other.status == "running" and other.checkpoints == []
+    # Writes to a run never created (only events, say) do not make a record appear.
+    await run_store.write([RunWrite("alice", "ghost", events=[(1, "{}")])])
+    assert await run_store.get("alice", "ghost") is None
+
+
+async def test_events_after_an_id_in_order_and_per_tenant(run_store: RunStore) -> None:
+    await run_store.write([_created("alice", "r1")])
+    await run_store.write([RunWrite("alice", "r1", events=[(1, "a"), (2, "b"), (3, "c")])])
+    await run_store.write([RunWrite("alice", "r1", events=[(4, "d")])])
+    assert await run_store.events("alice", "r1") == [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+    assert await run_store.events("alice", "r1", 2) == [(3, "c"), (4, "d")]  # inside a batch too
+    assert await run_store.events("alice", "r1", 4) == []
+    assert await run_store.events("bob", "r1") == []
+    record = await run_store.get("alice", "r1")
+    assert record is not None and record.last_event_id == 4
+
+
+async def test_a_reader_waits_for_new_events(run_store: RunStore) -> None:
+    await run_store.write([_created("alice", "r1"), RunWrite("alice", "r1", events=[(1, "a")])])
+    waiting = asyncio.ensure_future(run_store.events("alice", "r1", 1, wait_s=0.9))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await run_store.write([RunWrite("alice", "r1", events=[(2, "b"), (3, "c")])])
+    assert await waiting == [(2, "b"), (3, "c")]
+    assert await run_store.events("alice", "r1", 3, wait_s=0.05) == []  # nothing came: empty, no error
+
+
+async def test_the_event_log_is_bounded(redis_server: str) -> None:
+    client = aioredis.Redis.from_url(redis_server)
+    await client.flushdb()
+    stores: list[RunStore] = [InMemoryRunStore(max_events=100), RedisRunStore(client, max_events=100)]
+    for store in stores:
+        await store.write([_created("t", "r")])
+        for i in range(1, 1001):
+            await store.write([RunWrite("t", "r", events=[(i, "x")])])
+        kept = await store.events("t", "r")
+        assert 100 <= len(kept) < 400 and kept[-1][0] == 1000  # the newest (Redis trims approximately)
+        assert [i for i, _ in kept] == list(range(1001 - len(kept), 1001))
+    ttl = await client.pttl("orchestra:run:t/r:events")
+    assert 0 < ttl <= 3600_000  # every key of a run expires
+    await client.aclose()
+
+
+async def test_the_writer_batches_every_run_into_one_write(run_store: RunStore) -> None:
+    writes: list[int] = []
+    original = run_store.write
+
+    async def counting(batch: Any) -> None:
+        writes.append(len(batch))
+        await original(batch)
+
+    run_store.write = counting  # type: ignore[method-assign]
+    writer = RunWriter(run_store, flush_s=0.01)
+    for run in ("r1", "r2"):
+        writer.record("t", run, fields=_created("t", run).fields)
+    for i in range(1, 201):  # 200 token events of two runs within one flush interval
+        writer.record("t", "r1", events=[(i, f"tok{i}")])
+        writer.record("t", "r2", events=[(i, f"tok{i}")], checkpoint="step" if i % 100 == 0 else None)
+    await writer.flush()
+    assert writes == [2]  # one write (one round trip) for both runs and every event
+    assert [i for i, _ in await run_store.events("t", "r1")] == list(range(1, 201))
+    r2 = await run_store.get("t", "r2")
+    assert r2 is not None and r2.checkpoints == ["step", "step"] and r2.last_event_id == 200

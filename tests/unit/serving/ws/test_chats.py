@@ -36,6 +36,7 @@ async def test_chat_streams_every_agent_and_ends_with_the_v2_answer(
         "execution_time",
         "metadata",
         "request_id",
+        "event_id",
     }
     assert data["request_id"] == "r-1" and data["session_id"] == "s-1"
     assert data["metadata"]["swarm_type"] == "coding-debate"

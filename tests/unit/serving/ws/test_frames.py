@@ -203,6 +203,9 @@ async def test_server_frames_match_docs_asyncapi(fast_config: orchestra.Orchestr
     for name, args in [("history", {}), ("swarms", {}), ("set", {"use_memory": True}), ("reset", {})]:
         await command(conn, sock, name, **args)
     await command(conn, sock, "cancel")
+    await command(conn, sock, "resume", request_id="p1", last_event_id=2)
+    await sock.wait_for(lambda: len([f for f in sock.frames if f["type"] == "chat"]) == 2)
+    await send(conn, "command", {"command": "resume", "args": {"request_id": "nope"}})  # NOT_FOUND
     await command(conn, sock, "end")
     for frame in sock.frames:
         validator = jsonschema.Draft7Validator({**doc, "$ref": f"#/components/schemas/{schema_of(frame)}"})
@@ -215,6 +218,13 @@ async def test_server_frames_match_docs_asyncapi(fast_config: orchestra.Orchestr
         (
             "CommandRequestFrame",
             {"type": "command", "data": {"command": "set", "args": {"swarm_type": None}}},
+        ),
+        (
+            "CommandRequestFrame",
+            {
+                "type": "command",
+                "data": {"command": "resume", "args": {"request_id": "p1", "last_event_id": 2}},
+            },
         ),
         (
             "ControlRequestFrame",
