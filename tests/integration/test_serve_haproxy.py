@@ -145,7 +145,8 @@ def test_haproxy_request_path_auth_ws_request_id_loopback_and_drain(tmp_path: Pa
         # Loopback: nothing of ours that speaks HTTP (HAProxy with its stats/metrics, the replicas' own
         # HTTP servers, the Serve proxy, redis-server) listens beyond loopback. Ray's own gRPC ports do
         # (GCS, raylet, every worker: Ray binds them on all interfaces; token auth guards them).
-        outside = [(a, p, tree[pid]) for a, p, pid in _listeners(set(_tree(proc.pid))) if not _is_loopback(a)]
+        tree = _tree(proc.pid)  # again: the chats started agent actors
+        outside = [(a, p, tree[pid]) for a, p, pid in _listeners(set(tree)) if not _is_loopback(a)]
         assert not [o for o in outside if o[2] in ("haproxy", "redis-server")], outside
         assert not [o for o in outside if o[1] == port or o[1] in DIRECT_INGRESS_PORTS], outside
         ip = _non_loopback_ip()
