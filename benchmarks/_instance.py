@@ -6,9 +6,10 @@ start, so one Ray instance cannot measure two of them. W3/W4 start one instance 
 app and the workload's bare Serve app), then the driver measures them in alternating order. The idle
 instance costs a few per cent of a core; CPU per request is counted per instance (its process tree).
 
-Settings, as ``orchestra serve`` would run them (``serve_app.request_path_env``):
-- ``default``: Serve's default Python proxy (what a user of plain Serve runs);
-- ``haproxy``: HAProxy + direct ingress, loopback-only (the default of ``orchestra serve``).
+Settings:
+- ``default``: Ray's and Serve's defaults, Serve's Python proxy (what a user of plain Serve runs);
+- ``haproxy``: exactly what ``orchestra serve --host 127.0.0.1`` sets (``serve_app.request_path_env``):
+  HAProxy + direct ingress, loopback-only, Ray's metrics exporter off.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import IO, Any
 __all__ = ["SETTINGS", "Instance", "start_instances"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"default": "serve", "haproxy": "haproxy"}  # setting -> serve_app.request_path_env proxy
+SETTINGS = ("default", "haproxy")
 _READY = "INSTANCE "
 
 
@@ -108,7 +109,8 @@ def _serve(workload: str, setting: str) -> None:
     from .w3 import serve_orchestra
 
     workdir = tempfile.TemporaryDirectory(prefix=f"orchestra-bench-{setting}-")
-    os.environ.update(serve_app.request_path_env(SETTINGS[setting], "127.0.0.1", Path(workdir.name)))
+    if setting == "haproxy":  # "default": Ray's and Serve's own defaults, nothing set
+        os.environ.update(serve_app.request_path_env("haproxy", "127.0.0.1", Path(workdir.name)))
     start_ray(address="local")
     from ray import serve
 

@@ -142,21 +142,25 @@ def test_haproxy_request_path_auth_ws_request_id_loopback_and_drain(tmp_path: Pa
         )
         asyncio.run(_ws_checks(url, key))
 
-        # Loopback: nothing of ours that speaks HTTP (HAProxy with its stats/metrics, the replicas' own
-        # HTTP servers, the Serve proxy, redis-server) listens beyond loopback. Ray's own gRPC ports do
-        # (GCS, raylet, every worker: Ray binds them on all interfaces; token auth guards them).
+        # Loopback: nothing that speaks HTTP about this server (HAProxy with its stats/metrics, the
+        # replicas' own HTTP servers, Ray's metrics exporter, redis-server) listens beyond loopback.
+        # Ray's own gRPC ports do (GCS, raylet, every worker: Ray binds them on all interfaces; its
+        # token auth guards them).
         tree = _tree(proc.pid)  # again: the chats started agent actors
         outside = [(a, p, tree[pid]) for a, p, pid in _listeners(set(tree)) if not _is_loopback(a)]
         assert not [o for o in outside if o[2] in ("haproxy", "redis-server")], outside
         assert not [o for o in outside if o[1] == port or o[1] in DIRECT_INGRESS_PORTS], outside
         ip = _non_loopback_ip()
         if ip is not None:
-            for _, p, _ in outside:  # and none of them answers our API or HAProxy's stats from outside
-                try:
-                    answer = httpx.get(f"http://{ip}:{p}/health", timeout=2)
-                except httpx.HTTPError:
-                    continue
-                assert "orchestrator" not in answer.text and "HAProxy" not in answer.text, (p, answer.text)
+            for _, p, name in outside:  # knocked on from outside, none tells anything about this server
+                for path in ("/health", "/stats", "/metrics"):
+                    try:
+                        answer = httpx.get(f"http://{ip}:{p}{path}", timeout=2)
+                    except httpx.HTTPError:
+                        break
+                    text = answer.text.lower()
+                    leaks = [w for w in ("orchestra", "ingress", "haproxy", "redis") if w in text]
+                    assert not leaks, (name, p, path, leaks, answer.text[:300])
 
         # Ctrl-C with a run in flight: it is drained through HAProxy before the server exits.
         long = {"message": "Debate", "swarm_type": "coding-debate", "optimization_mode": "quality"}
