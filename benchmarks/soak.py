@@ -250,20 +250,23 @@ def plot_soak(result: dict[str, Any], outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     samples = result["samples"]
     t = [s["t_s"] for s in samples]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    first = samples[0]["rss_mb"]
     serving = [sum(v for k, v in s["rss_mb"].items() if not k.startswith("redis-server")) for s in samples]
-    redis = [sum(v for k, v in s["rss_mb"].items() if k.startswith("redis-server")) for s in samples]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax1.plot(t, serving, "o-", label="serving processes (Ray, Serve, HAProxy, actors)")
+    ax1.plot(t, [v - serving[0] for v in serving], "o-", color="black", label="all serving processes")
+    growers = sorted(result["rss"]["per_process"].items(), key=lambda kv: -kv[1]["delta_mb"])[:5]
+    for name, _ in growers:
+        ax1.plot(t, [s["rss_mb"].get(name, float("nan")) - first[name] for s in samples], ".--", label=name)
+    ax1.axhline(
+        FLAT_PROCESS_MB, color="red", linestyle=":", label=f"per-process limit +{FLAT_PROCESS_MB:.0f} MB"
+    )
     ax1.set_xlabel("s since load started")
-    ax1.set_ylabel("RSS MB")
-    ax1.set_ylim(bottom=0)
-    ax1.set_title(f"soak: total RSS ({result['rss']['serving_growth_pct']:+.1f} %)")
-    ax1b = ax1.twinx()
-    ax1b.plot(t, redis, "s--", color="tab:red", label="redis-server (stores the sessions)")
-    ax1b.set_ylabel("redis-server RSS MB")
-    ax1b.set_ylim(bottom=0)
-    ax1.legend(fontsize=7, loc="lower left")
-    ax1b.legend(fontsize=7, loc="lower right")
+    ax1.set_ylabel("RSS growth since the first sample (MB)")
+    ax1.set_title(
+        f"soak: serving RSS {result['rss']['serving_start_mb']:.0f} MB, "
+        f"{result['rss']['serving_growth_pct']:+.1f} %; largest growers"
+    )
+    ax1.legend(fontsize=7)
     ax2.plot(t, [s["rest_ok"] + s["ws_chats"] for s in samples], "o-", label="chats answered")
     ax2.plot(t, [s["errors"] for s in samples], "x-", color="red", label="errors")
     ax2.set_xlabel("s since load started")
