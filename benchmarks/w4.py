@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from ._common import Progress, machine, percentile
-from .w3 import BENCH_TEAM, Served, bench_config, load_average, serve_orchestra
+from .w3 import BENCH_TEAM, Served, bench_config, load_average
 
-__all__ = ["plot_w4", "run_w4", "steps_w4"]
+__all__ = ["plot_w4", "run_w4", "steps_w4", "w4_instance_config", "w4_prepare"]
 
 TARGET_TOKENS_PER_S = 5000.0
 TARGET_ADDED_TTFT_MS = 10.0
@@ -53,8 +53,8 @@ FULL = Plan(connections=(1, 4, 16, 64), turns=8)
 
 
 def steps_w4(quick: bool) -> int:
-    """Progress steps ``run_w4`` takes: start-up, then two per connection count (ours, bare)."""
-    return 1 + 2 * len((QUICK if quick else FULL).connections)
+    """Progress steps ``run_w4`` takes: start-up, then four per connection count (2 settings x 2 apps)."""
+    return 1 + 4 * len((QUICK if quick else FULL).connections)
 
 
 def _bare_app() -> Any:
@@ -199,46 +199,65 @@ async def _measure(served: Served, prefix: str, connections: int, turns: int) ->
     }
 
 
-def run_w4(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
-    """Stream long answers over 1..N WebSocket connections; JSON-serialisable result."""
-    plan = QUICK if quick else FULL
-    namespace = f"bench-w4-{uuid.uuid4().hex[:8]}"
+def w4_instance_config() -> tuple[dict[str, Any], dict[str, str]]:
+    """The swarms config and replica env of a W4 instance (the streaming scripted model)."""
     raw = bench_config(
-        namespace,
+        f"bench-w4-{uuid.uuid4().hex[:8]}",
         latency_s=LATENCY_S,
         tokens_per_s=TOKENS_PER_S,
         completion_tokens=COMPLETION_TOKENS,
         stream_coalesce_s=STREAM_COALESCE_S,
     )
     # the env overrides beat the YAML: pin them so a caller's ORCHESTRA_SCRIPTED_* cannot leak in
-    extra = {
+    return raw, {
         "ORCHESTRA_SCRIPTED_LATENCY_S": str(LATENCY_S),
         "ORCHESTRA_SCRIPTED_TOKENS_PER_S": str(TOKENS_PER_S),
     }
+
+
+def w4_prepare(served: Served) -> dict[str, Any]:
+    """In the instance: deploy the bare WebSocket app beside ours."""
     from ray import serve
 
+    serve.run(_bare_app(), name="bare", route_prefix="/bare")
+    return {}
+
+
+APPS = ("orchestra", "bare")
+
+
+def run_w4(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
+    """Stream long answers over 1..N WebSocket connections on one Ray instance per request-path setting."""
+    from ._instance import SETTINGS, start_instances
+
+    plan = QUICK if quick else FULL
     started = time.perf_counter()
     load_before = load_average()
     rows = []
-    with serve_orchestra(raw, extra_env=extra) as served:
-        serve.run(_bare_app(), name="bare", route_prefix="/bare")
+    instances = start_instances("w4", list(SETTINGS))
+    try:
         if progress:
-            progress.step("w4 serve up")
-        for n in plan.connections:
-            row = asyncio.run(_measure(served, "", n, plan.turns))
-            row["tokens_per_s_met"] = row["tokens_per_s_p50"] >= TARGET_TOKENS_PER_S
-            row["added_ttft_met"] = row["added_ttft_ms_p50"] <= TARGET_ADDED_TTFT_MS
-            if progress:
-                rate, ttft = row["tokens_per_s_p50"], row["added_ttft_ms_p50"]
-                progress.step(f"w4 {n} conn: {rate:.0f} tok/s, +{ttft:.1f} ms TTFT")
-            bare = asyncio.run(_measure(served, "/bare", n, plan.turns))
-            bare.pop("chats_raw")
-            row["bare"] = bare
+            progress.step("w4 instances up: " + ", ".join(i.setting for i in instances))
+        targets = [(inst, app) for inst in instances for app in APPS]
+        for ni, n in enumerate(plan.connections):
+            row: dict[str, Any] = {"connections": n, "rows": {}}
+            for inst, app in targets if ni % 2 == 0 else targets[::-1]:
+                served = Served(port=inst.info["port"], key=inst.info["key"], env={}, config={})
+                m = asyncio.run(_measure(served, "" if app == "orchestra" else "/bare", n, plan.turns))
+                if app == "bare":
+                    m.pop("chats_raw")
+                row["rows"][f"{inst.setting}/{app}"] = m
+                if progress:
+                    rate, ttft = m["tokens_per_s_p50"], m["added_ttft_ms_p50"]
+                    progress.step(f"w4 {inst.setting}/{app} {n} conn: {rate:.0f} tok/s, +{ttft:.1f} ms TTFT")
+            ours = row["rows"]["haproxy/orchestra"]
+            row["tokens_per_s_met"] = ours["tokens_per_s_p50"] >= TARGET_TOKENS_PER_S
+            row["added_ttft_met"] = ours["added_ttft_ms_p50"] <= TARGET_ADDED_TTFT_MS
             rows.append(row)
-            if progress:
-                rate, ttft = bare["tokens_per_s_p50"], bare["added_ttft_ms_p50"]
-                progress.step(f"w4 bare {n} conn: {rate:.0f} tok/s, +{ttft:.1f} ms TTFT")
-        serve.delete("bare")
+        env = {i.setting: i.info["env"] for i in instances}
+    finally:
+        for inst in instances:
+            inst.stop()
     tokens_met = all(r["tokens_per_s_met"] for r in rows)
     ttft_met = all(r["added_ttft_met"] for r in rows)
     return {
@@ -269,18 +288,30 @@ def run_w4(quick: bool, progress: Progress | None = None) -> dict[str, Any]:
             "added_ttft": "(first token frame - chat frame sent) - scripted latency_s, per chat; median",
             "replicas": "1 per deployment, num_cpus=0",
             "bare": "FastAPI WebSocket on /bare (own Serve app, num_cpus=0) emulating the same stream",
+            "settings": "one Ray instance per setting (benchmarks._instance): default = Serve's proxy, "
+            "haproxy = HAProxy + direct ingress as orchestra serve runs it; both running, alternating order",
+            "env": env,
         },
         "rows": rows,
         "targets": {
             "tokens_per_s_min": TARGET_TOKENS_PER_S,
             "added_ttft_ms_max": TARGET_ADDED_TTFT_MS,
-            "judged_on": "median per connection count; met only if every connection count meets it",
+            "judged_on": "haproxy/orchestra (orchestra serve's default), median per connection count; "
+            "met only if every connection count meets it",
             "tokens_per_s_met": tokens_met,
             "added_ttft_met": ttft_met,
             "met": tokens_met and ttft_met,
         },
         "elapsed_s": time.perf_counter() - started,
     }
+
+
+_STYLE = {
+    "haproxy/orchestra": ("o-", "AI Orchestra, HAProxy (orchestra serve)"),
+    "default/orchestra": ("s--", "AI Orchestra, Serve proxy"),
+    "haproxy/bare": ("^:", "bare Serve WS, HAProxy"),
+    "default/bare": ("v:", "bare Serve WS, Serve proxy"),
+}
 
 
 def plot_w4(result: dict[str, Any], outdir: Path) -> list[Path]:
@@ -293,44 +324,29 @@ def plot_w4(result: dict[str, Any], outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     rows = result["rows"]
     n = [r["connections"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-
-    p50 = [r["tokens_per_s_p50"] for r in rows]
-    lo = [r["tokens_per_s_p50"] - r["tokens_per_s_p10"] for r in rows]
-    hi = [r["tokens_per_s_p90"] - r["tokens_per_s_p50"] for r in rows]
-    ax1.errorbar(n, p50, yerr=[lo, hi], marker="o", capsize=4, label="AI Orchestra, median (p10-p90)")
-    ax1.plot(
-        n,
-        [r["tokens_per_s_after_first_p50"] for r in rows],
-        "s--",
-        label="AI Orchestra, first frame excluded",
-    )
-    ax1.plot(n, [r["bare"]["tokens_per_s_p50"] for r in rows], "^:", label="bare Serve WS, median")
-    e2e = [r.get("tokens_per_s_e2e_p50", float("nan")) for r in rows]
-    ax1.plot(n, e2e, "d-.", label="AI Orchestra, end to end (incl. TTFT)")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for name, (style, label) in _STYLE.items():
+        ax1.plot(n, [r["rows"][name]["tokens_per_s_p50"] for r in rows], style, label=label)
+        ax2.plot(n, [r["rows"][name]["added_ttft_ms_p50"] for r in rows], style, label=label)
     ax1.axhline(TARGET_TOKENS_PER_S, color="red", linestyle=":", label=f"target {TARGET_TOKENS_PER_S:.0f}")
     ax1.axhline(TOKENS_PER_S, color="grey", linestyle=":", label=f"model rate {TOKENS_PER_S:.0f}")
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("log")
     ax1.set_xticks(n, [str(x) for x in n])
     ax1.set_xlabel("WebSocket connections streaming at once")
-    ax1.set_ylabel("tokens/s per connection")
+    ax1.set_ylabel("tokens/s per connection (median)")
     ax1.set_title("W4 ws-stream: tokens/s per connection")
-    ax1.legend(fontsize=8)
-
-    ax2.plot(n, [r["added_ttft_ms_p50"] for r in rows], "o-", label="AI Orchestra, median")
-    ax2.plot(n, [r["added_ttft_ms_p90"] for r in rows], "s--", label="AI Orchestra, p90")
-    ax2.plot(n, [r["bare"]["added_ttft_ms_p50"] for r in rows], "^:", label="bare Serve WS, median")
+    ax1.legend(fontsize=7)
     ax2.axhline(
         TARGET_ADDED_TTFT_MS, color="red", linestyle=":", label=f"target {TARGET_ADDED_TTFT_MS:.0f} ms"
     )
     ax2.set_xscale("log", base=2)
     ax2.set_xticks(n, [str(x) for x in n])
     ax2.set_xlabel("WebSocket connections streaming at once")
-    ax2.set_ylabel("ms")
+    ax2.set_ylabel("ms (median)")
     ax2.set_title(f"added time to first token (over the model's {LATENCY_S * 1000:.0f} ms)")
     ax2.set_ylim(bottom=0)
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=7)
     cfg = result["config"]
     fig.suptitle(
         f"{cfg['completion_tokens']} tokens at {cfg['scripted_tokens_per_s']:.0f}/s, "

@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Serve config YAML with the deployment settings (configs/serve.yaml)",
     )
     srv.add_argument("--address", help="Ray address: 'local' forces a new one (default: $RAY_ADDRESS or new)")
+    srv.add_argument(
+        "--proxy",
+        choices=("haproxy", "serve"),
+        default=None,
+        help="request path of a new local Ray: HAProxy + direct ingress (default; "
+        "RAY_SERVE_ENABLE_HA_PROXY=0 means serve) or Serve's Python proxy",
+    )
     _keys_parser(sub)
     return p
 
@@ -202,6 +209,8 @@ def _serve(args: argparse.Namespace) -> int:
     # Serve's proxy then answers X-Request-ID as the spec says (orchestra/serving/_proxy.py).
     os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", PROXY_CALLBACK)
     url = f"http://{args.host}:{args.port}"
+    # HAProxy unless turned off by flag or by Ray's own variable (the settings of a new local Ray).
+    proxy = args.proxy or ("serve" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "0" else "haproxy")
     try:
         run_server = load_edge("serve")
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
@@ -235,6 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
             options_path=Path(args.serve_config) if args.serve_config else None,
             env=env,
             on_ready=ready,
+            proxy=proxy,
         )
         return code
     finally:
