@@ -290,3 +290,18 @@ export declare class StreamInterruptedError extends ConnectionError {}
 export declare function errorClassForCode(code: string): typeof OrchestraError;
 /** The wait before retry `attempt` (0-based) without `Retry-After`: `min(0.5·2^n, 8)` s × 75–100 %, in ms. */
 export declare function backoffMs(attempt: number, random?: () => number): number;
+
+/** The header every webhook delivery is signed in. */
+export declare const SIGNATURE_HEADER: 'X-Orchestra-Signature';
+/** A webhook request whose signature is missing, malformed, wrong or too old: do not act on it. */
+export declare class WebhookSignatureError extends AuthenticationError {}
+/**
+ * Check a received webhook (the raw body exactly as received) and resolve to its signed timestamp;
+ * rejects with `WebhookSignatureError`.
+ */
+export declare function verifyWebhook(
+  secret: string,
+  headers: Record<string, string | string[] | undefined> | { get(name: string): string | null },
+  body: string | Uint8Array | ArrayBuffer,
+  options?: { toleranceS?: number; now?: number },
+): Promise<number>;

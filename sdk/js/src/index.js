@@ -18,3 +18,4 @@ export {
   errorClassForCode,
 } from './errors.js';
 export { backoffMs } from './retry.js';
+export { SIGNATURE_HEADER, WebhookSignatureError, verifyWebhook } from './webhooks.js';

@@ -54,6 +54,7 @@ from ._models import (
 )
 from ._streaming import ChatStream
 from ._version import __version__
+from ._webhooks import WebhookSignatureError, verify_webhook
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -96,5 +97,7 @@ __all__ = [
     "TurnEndEvent",
     "TurnStartEvent",
     "ValidationError",
+    "WebhookSignatureError",
     "__version__",
+    "verify_webhook",
 ]
