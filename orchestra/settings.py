@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=60_000_000, description="Per-key HTTP rate limit (spec §6: 1000/min)."
     )
     rate_limit_burst: int = Field(default=50, ge=1, description="Per-key HTTP bucket capacity (spec §6: 50).")
+    max_inflight: int = Field(
+        default=512,
+        ge=1,
+        description="Requests one ingress replica works on at once before it sheds the keys holding "
+        "most of them with 503 (each key keeps its fair share).",
+    )
     body_idle_s: float = Field(
         default=10.0,
         gt=0,

@@ -34,6 +34,7 @@ from orchestra.serving import _contract as api
 from orchestra.serving import _keys_api as keys_api
 from orchestra.serving import _openai as openai_api
 from orchestra.serving import _webhooks as hooks
+from orchestra.serving._admission import Admission
 from orchestra.serving._auth import ApiKeys, Principal, describe_key, parse_api_keys_env, require_scope
 from orchestra.serving._budgets import Budgets
 from orchestra.serving._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -91,6 +92,7 @@ class _Ctx:
         self.request_id = request_id
         self.version = version
         self.headers: dict[str, str] = {}
+        self.admitted: str | None = None  # the key id counted in by the admission, until the answer ends
 
 
 Handler = Callable[[_Ctx], Awaitable[tuple[Any, int]]]
@@ -177,6 +179,7 @@ class Gateway:
         self._probes = probes
         self._version = version
         self._bootstrap: asyncio.Task[None] | None = None
+        self.admission = Admission(settings().max_inflight)
         self._team_infos: list[TeamInfo] | None = None
 
     @classmethod
@@ -238,6 +241,9 @@ class Gateway:
         principal = await self.keys.authenticate(headers.get("authorization"))
         if scope is not None:
             require_scope(principal, scope)
+        if ctx.admitted is None:  # shed real overload before any store call (orchestra.serving._admission)
+            self.admission.enter(principal.key_id)
+            ctx.admitted = principal.key_id
         decision = await self.limiter.acquire(principal.key_id, limit_per_minute=principal.rpm)
         ctx.headers.update(api.rate_limit_headers(decision))
         if not decision.allowed:
@@ -271,6 +277,7 @@ class Gateway:
         except ClientDisconnect:
             # Gone mid-body (or refused by the input guard, which answered already): one line, no trace.
             log.info("request %s: the client left before its body was read", ctx.request_id)
+            self._leave(ctx)
             return Response(status_code=400)  # never sent: there is no one to send it to
         except OrchestraError as error:
             if error.http_status >= 500:
@@ -282,6 +289,9 @@ class Gateway:
             log.exception("request %s failed unexpectedly", ctx.request_id)
             internal = InternalError("internal error", details={"request_id": ctx.request_id})
             response = JSONResponse(error_body(internal, ctx), status_code=500)
+        except BaseException:  # cancelled: the client left, there is no answer to give
+            self._leave(ctx)
+            raise
         response.headers.update(ctx.headers)
         if isinstance(response, StreamingResponse):
             response.body_iterator = self._observed(
@@ -291,7 +301,13 @@ class Gateway:
             self.metrics.observe_http(
                 request.method, endpoint, response.status_code, time.perf_counter() - started
             )
+        self._leave(ctx)  # a stream counts until its answer starts: its body may never be iterated
         return response
+
+    def _leave(self, ctx: _Ctx) -> None:
+        if ctx.admitted is not None:
+            self.admission.leave(ctx.admitted)
+            ctx.admitted = None
 
     async def _observed(
         self, body: AsyncIterable[Any], method: str, endpoint: str, status: int, started: float
