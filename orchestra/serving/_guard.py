@@ -15,7 +15,6 @@ Every answer is the spec's error envelope with the request id, and the route nev
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestra._looptime import within
 from orchestra.errors import OrchestraError, PayloadTooLargeError, ValidationError
 from orchestra.serving._contract import MAX_BODY_BYTES, error_envelope, error_headers, new_request_id
 from orchestra.serving._openai import error_body as openai_error_body
@@ -106,7 +106,9 @@ class InputGuard:
     """See the module docstring."""
 
     def __init__(self, app: ASGIApp, *, body_idle_s: float | None = None, in_proxy: bool = False) -> None:
-        """``in_proxy``: installed in Serve's HTTP proxy, outside Serve's own request-id handling."""
+        """``in_proxy``: installed by Serve's middleware hook where the client's connection is read (the
+        HTTP proxy, or a replica serving HTTP itself with direct ingress), outside Serve's own request-id
+        handling; only there is a stalled body timed."""
         self._app = app
         self._in_proxy = in_proxy
         self._body_idle_s = body_idle_s if body_idle_s is not None else settings().body_idle_s
@@ -134,10 +136,13 @@ class InputGuard:
             nonlocal received, body_done, answered
             if answered:
                 return {"type": "http.disconnect"}
-            if body_done:  # after the body only a disconnect can come, whenever it comes
+            if body_done or not self._in_proxy:
+                # After the body only a disconnect can come, whenever it comes. Behind Serve's proxy the
+                # app's receive() is a call to the proxy, whose pace is not the client's: only the guard
+                # on the client's own connection (the proxy's, or a direct-ingress replica's) times it.
                 return await receive()
             try:
-                async with asyncio.timeout(self._body_idle_s):
+                async with within(self._body_idle_s):
                     message = await receive()
             except TimeoutError:
                 error: OrchestraError = _field_error(

@@ -403,11 +403,13 @@ async def test_a_stream_dropped_midway_raises_stream_interrupted(serve_app: Serv
             pass
     assert dropped.value.request_id == stream.request_id and "send the chat again" in dropped.value.message
     assert stream.finished and stream.result is None
-    # The session goes on over a new connection; the interrupted run left no turn.
+    # The session goes on over a new connection. The server may have finished the interrupted run for a
+    # resume (docs/websocket.md), so its turn may be there too, never anything else.
     again = await client.stream_chat(
         message="Again, briefly", session_id=sid, optimization_mode="lite"
     ).final_response()
-    assert [t.run_id for t in (await client.get_session(sid)).turns] == [again.request_id]
+    turns = [t.run_id for t in (await client.get_session(sid)).turns]
+    assert turns[-1] == again.request_id and set(turns) <= {stream.request_id, again.request_id}
     await client.aclose()
 
 

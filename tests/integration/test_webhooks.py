@@ -83,7 +83,12 @@ async def test_chats_and_session_ends_are_delivered_signed_once_each(serve_app: 
         history = await client.get(f"/webhooks/v2/{wid}/deliveries", headers=serve_app.auth(key))
         outcomes = {a["outcome"] for a in history.json()["data"]["deliveries"]}
         assert outcomes == {"delivered"}
-        metrics = await client.get("/metrics", headers=serve_app.auth(serve_app.metrics_key))
+        series = 'webhook_deliveries_total{event="chat.completed",outcome="delivered"}'
+        for _ in range(50):  # the dispatcher pushes its counts every second
+            metrics = await client.get("/metrics", headers=serve_app.auth(serve_app.metrics_key))
+            if series in metrics.text:
+                break
+            await asyncio.sleep(0.2)
         for text in (
             history.text,
             metrics.text,
@@ -92,7 +97,7 @@ async def test_chats_and_session_ends_are_delivered_signed_once_each(serve_app: 
             assert SECRET not in text
     ended = [e["data"]["session_id"] for e in _events(rx) if e["type"] == "session.ended"]
     assert sorted(ended) == ["wh-rest", "wh-ws"]  # exactly once each
-    assert 'webhook_deliveries_total{event="chat.completed",outcome="delivered"}' in metrics.text
+    assert series in metrics.text
     spec = (await httpx.AsyncClient(base_url=serve_app.base_url).get("/openapi.json")).json()
     assert {"/webhooks/v2", "/webhooks/v2/{webhook_id}", "/webhooks/v2/{webhook_id}/deliveries"} <= set(
         spec["paths"]

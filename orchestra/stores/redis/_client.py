@@ -7,17 +7,15 @@ Two things keep a busy process from blaming Redis for its own trouble:
 - A pooled connection whose server restarted is dead without knowing it; its first command fails with
   ``ConnectionError`` before the server saw it. The client retries connection errors (a few times, tens
   of milliseconds apart) on a fresh connection, so a restart costs no request beyond the outage itself.
-- The bound on a call (``unavailable``) measures the store, not the event loop: time the loop spent
-  running late (a burst, a GC pause, a starved CPU) does not count, so a timeout means Redis did not
-  answer, not that this process was busy. Overload of the process itself is shed before any store call
-  (the serving layer's admission limit), not by whichever call's timer fires first.
+- The bound on a call (``unavailable``) measures the store, not the event loop
+  (``orchestra._looptime.within``): time the loop spent running late does not count, so a timeout means
+  Redis did not answer, not that this process was busy. Overload of the process itself is shed before
+  any store call (the serving layer's admission limit), not by whichever call's timer fires first.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +25,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from orchestra._looptime import within
 from orchestra.errors import ConfigError, ServiceUnavailableError
 from orchestra.settings import settings
 
@@ -39,8 +38,6 @@ SOCKET_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 64
 # A connection refused or reset is retried this many times, 20-250 ms apart (about 0.5 s in all).
 CONNECTION_RETRIES = 3
-# The loop's lag is sampled this often (s); time the loop spent late does not count against a call.
-LAG_TICK_S = 0.02
 
 
 def redis_client(url: str | None = None) -> aioredis.Redis:
@@ -66,66 +63,14 @@ def redis_client(url: str | None = None) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
-class _LoopLag:
-    """The total time (s) one event loop has run late: a tick every ``LAG_TICK_S`` that notes how late it
-    came. A busy loop is late all the time, so its lag grows about as fast as the clock does."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._total = 0.0
-        self._due = loop.time() + LAG_TICK_S
-        loop.call_at(self._due, self._tick)
-
-    def _tick(self) -> None:
-        self._total = self.total()
-        self._due = self._loop.time() + LAG_TICK_S
-        self._loop.call_at(self._due, self._tick)
-
-    def total(self) -> float:
-        return self._total + max(0.0, self._loop.time() - self._due)  # counts a stall still going on
-
-
-_lags: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLag] = weakref.WeakKeyDictionary()
-
-
-class _StoreDeadline:
-    """Expires ``timeout`` once ``timeout_s`` passed on the clock *minus the loop's lag* meanwhile."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: asyncio.Timeout, timeout_s: float) -> None:
-        lag = _lags.get(loop)
-        if lag is None:
-            lag = _lags[loop] = _LoopLag(loop)
-        self._loop, self._timeout, self._lag, self._timeout_s = loop, timeout, lag, timeout_s
-        self._started, self._lag_at_start = loop.time(), lag.total()
-        self._handle = loop.call_at(self._started + timeout_s, self._check)
-
-    def _check(self) -> None:
-        now = self._loop.time()
-        store_time = (now - self._started) - (self._lag.total() - self._lag_at_start)
-        if store_time < self._timeout_s:
-            self._handle = self._loop.call_at(now + self._timeout_s - store_time, self._check)
-        else:
-            self._timeout.reschedule(now)  # fires now: cancels the call, raised as TimeoutError on exit
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
 @asynccontextmanager
 async def unavailable(what: str, timeout_s: float | None) -> AsyncIterator[None]:
     """Bound the Redis calls inside to ``timeout_s`` of the store's time (see the module docstring; the
     client's retries included) and turn a failure into ``ServiceUnavailableError`` "<what> unavailable"
     (503, ``Retry-After: 1``)."""
-    deadline: _StoreDeadline | None = None
     try:
-        async with asyncio.timeout(None) as timeout:
-            if timeout_s is not None:
-                deadline = _StoreDeadline(asyncio.get_running_loop(), timeout, timeout_s)
-            try:
-                yield
-            finally:
-                if deadline is not None:
-                    deadline.cancel()  # before the timeout leaves ENTERED: no late reschedule
+        async with within(timeout_s):
+            yield
     except (RedisError, OSError, TimeoutError) as e:
         log.warning("%s unavailable: %r", what, e)
         raise ServiceUnavailableError(f"{what} unavailable", retry_after=1) from None
