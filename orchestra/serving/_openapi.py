@@ -278,6 +278,13 @@ def finish(spec: dict[str, Any], teams: Iterable[str]) -> dict[str, Any]:
             elif path == "/v1/chat/completions":
                 ok["content"] = {
                     "application/json": {"schema": {"type": "object"}},
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    # each server-sent event: `data:` one chat.completion.chunk (then `[DONE]`)
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                        }
+                    },
                 }
     return spec

@@ -72,7 +72,13 @@ def test_every_bad_frame_gets_an_error_frame_and_the_connection_stays(serve_app:
     seen = 0
 
     @given(frame=bad_frames)
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,  # the same frames every run: a CI failure is reproducible here
+    )
     def fuzz(frame: str) -> None:
         nonlocal seen
         seen += 1
