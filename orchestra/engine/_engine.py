@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -197,6 +198,10 @@ def _logged_event(raw: str | bytes, run_id: str) -> RunEvent:
     return event
 
 
+EARLY_CANCELS_KEPT = 10_000
+EARLY_CANCEL_TTL_S = 60.0
+
+
 class _SessionLocks:
     """One lock per session while a turn of it runs or waits; dropped when none does, so they never pile
     up however sessions end (DELETE, idle expiry, a store another process cleaned)."""
@@ -288,6 +293,9 @@ class Engine:
         self._locks = _SessionLocks()
         self._running: dict[str, tuple[str, asyncio.Task[ChatResult]]] = {}
         self._cancelled: set[str] = set()
+        # Cancels that came before their run (a client that left while its chat was still on its way
+        # here): the run is refused when it arrives. (tenant, run id) -> when; bounded, 60 s.
+        self._cancelled_early: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     # -- introspection -----------------------------------------------------------------------------
 
@@ -338,6 +346,13 @@ class Engine:
         """Cancel a running run of ``tenant``. False when it is not running (or not the tenant's)."""
         entry = self._running.get(run_id)
         if entry is None or entry[0] != tenant:
+            now = time.monotonic()
+            self._cancelled_early[(tenant, run_id)] = now
+            while self._cancelled_early and (
+                len(self._cancelled_early) > EARLY_CANCELS_KEPT
+                or next(iter(self._cancelled_early.values())) < now - EARLY_CANCEL_TTL_S
+            ):
+                self._cancelled_early.popitem(last=False)
             return False
         self._cancelled.add(run_id)
         entry[1].cancel()
@@ -373,6 +388,9 @@ class Engine:
                     "errors": [{"field": "swarm_type", "reason": "unknown team"}],
                 },
             )
+        early = self._cancelled_early.pop((request.tenant, request.run_id), None)
+        if early is not None and early > time.monotonic() - EARLY_CANCEL_TTL_S:
+            raise RunCancelledError(f"run {request.run_id} was cancelled")
         if request.run_id in self._running:
             raise ValidationError(
                 f"run {request.run_id!r} is already running",

@@ -404,12 +404,12 @@ async def test_a_stream_dropped_midway_raises_stream_interrupted(serve_app: Serv
     assert dropped.value.request_id == stream.request_id and "send the chat again" in dropped.value.message
     assert stream.finished and stream.result is None
     # The session goes on over a new connection. The server may have finished the interrupted run for a
-    # resume (docs/websocket.md), so its turn may be there too, never anything else.
+    # resume (docs/websocket.md), so its turn may be there too (before or after), never anything else.
     again = await client.stream_chat(
         message="Again, briefly", session_id=sid, optimization_mode="lite"
     ).final_response()
     turns = [t.run_id for t in (await client.get_session(sid)).turns]
-    assert turns[-1] == again.request_id and set(turns) <= {stream.request_id, again.request_id}
+    assert again.request_id in turns and set(turns) <= {stream.request_id, again.request_id}
     await client.aclose()
 
 

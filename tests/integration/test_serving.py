@@ -269,10 +269,10 @@ async def test_client_that_leaves_cancels_its_run(client: httpx.AsyncClient, ser
         await client.post("/chat/v2/chat", json=body, headers=headers, timeout=0.3)
     await asyncio.sleep(3.0)
     check_error(await client.get(f"/chat/v2/sessions/{sid}", headers=headers), 404, "NOT_FOUND")
-    # The same run left alone finishes well within those 3 s and records its turn.
-    started = time.monotonic()
+    # The same run left alone records its turn; the session's turns run one at a time, so had the first
+    # run not been cancelled it would have finished (and recorded its turn) before this one.
     done = await client.post("/chat/v2/chat", json=body, headers=headers)
-    assert done.status_code == 200 and 0.5 < time.monotonic() - started < 2.5
+    assert done.status_code == 200
     turns = (await client.get(f"/chat/v2/sessions/{sid}", headers=headers)).json()["data"]["turns"]
     assert [t["message"] for t in turns] == ["long"]
 
