@@ -70,6 +70,7 @@ __all__ = [
     "rate_limit_headers",
     "read_body",
     "to_run_request",
+    "too_large",
     "utc_timestamp",
     "v1_data",
     "v1_headers",
@@ -125,7 +126,8 @@ class V1ChatRequest(FrozenModel):
 # -- body size -------------------------------------------------------------------------------------
 
 
-def _too_large(size: int | None) -> PayloadTooLargeError:
+def too_large(size: int | None) -> PayloadTooLargeError:
+    """413 ``PAYLOAD_TOO_LARGE`` naming the limit (and the size, when known)."""
     details: dict[str, Any] = {"limit_bytes": MAX_BODY_BYTES}
     if size is not None:
         details["size_bytes"] = size
@@ -151,9 +153,9 @@ def check_body_size(content_length_header: str | None, raw_len: int | None = Non
             )
         declared = int(text)
         if declared > MAX_BODY_BYTES:
-            raise _too_large(declared)
+            raise too_large(declared)
     if raw_len is not None and raw_len > MAX_BODY_BYTES:
-        raise _too_large(raw_len)
+        raise too_large(raw_len)
 
 
 async def read_body(chunks: AsyncIterable[bytes], content_length_header: str | None = None) -> bytes:
@@ -168,7 +170,7 @@ async def read_body(chunks: AsyncIterable[bytes], content_length_header: str | N
     async for chunk in chunks:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise _too_large(None)
+            raise too_large(None)
         parts.append(chunk)
     return b"".join(parts)
 

@@ -24,7 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestra._looptime import within
 from orchestra.errors import OrchestraError, PayloadTooLargeError, ValidationError
-from orchestra.serving._contract import MAX_BODY_BYTES, error_envelope, error_headers, new_request_id
+from orchestra.serving._contract import (
+    MAX_BODY_BYTES,
+    error_envelope,
+    error_headers,
+    new_request_id,
+    too_large,
+)
 from orchestra.serving._openai import error_body as openai_error_body
 from orchestra.settings import settings
 
@@ -42,13 +48,6 @@ class _BodyTimeout(ValidationError):
 
 class _HeaderTooLarge(ValidationError):
     http_status = 431
-
-
-def _too_large(size: int | None) -> PayloadTooLargeError:
-    details: dict[str, Any] = {"limit_bytes": MAX_BODY_BYTES}
-    if size is not None:
-        details["size_bytes"] = size
-    return PayloadTooLargeError(f"request body is over {MAX_BODY_BYTES} bytes", details=details)
 
 
 def _field_error(cls: type[ValidationError], message: str, field: str, reason: str) -> ValidationError:
@@ -98,7 +97,7 @@ def _header_problem(scope: Scope) -> OrchestraError | None:
                 )
             declared = int(text)
     if declared is not None and declared > MAX_BODY_BYTES:
-        return _too_large(declared)
+        return too_large(declared)
     return None
 
 
@@ -158,7 +157,7 @@ class InputGuard:
                 received += len(message.get("body", b""))
                 if received <= MAX_BODY_BYTES:
                     return message
-                error = _too_large(None)
+                error = too_large(None)
             if not started:
                 answered = True
                 await send_error(scope, send, error, close=True, request_id_header=self._in_proxy)
