@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import orchestra
 from actors._env import actor_env, apply_secrets, split_env
+from actors._process import tune_gc
 from actors.coordinator import Coordinator, shutdown_agents
 from actors.webhooks import start_dispatcher, stop_dispatcher
 from orchestra import (
@@ -154,6 +155,7 @@ class ModeRunner:
         self._provider = config.resolved_provider()
         self._replica_metrics = _ReplicaMetrics(f"mode-{mode}")
         self._metrics = self._replica_metrics.metrics
+        tune_gc(config.runtime.gc_threshold)
 
     def _record(self, result: ChatResult | None, swarm_type: str, outcome: str) -> None:
         self._metrics.swarm_run(swarm_type, self._mode, outcome)
@@ -562,6 +564,7 @@ class Ingress:
         )
         # Started with the app (every ingress replica asks; the first creates it), restarted by Ray.
         self._dispatcher = start_dispatcher(self._replica_metrics.actor, actor_env(config), SERVE_NAMESPACE)
+        tune_gc(config.runtime.gc_threshold)
 
     async def _probe_coordinators(self) -> None:
         await asyncio.gather(*(h.probe.remote() for h in self._modes.values()))

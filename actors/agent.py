@@ -16,10 +16,20 @@ from orchestra import (
     RunCancelledError,
     RunEvent,
 )
-from orchestra.engine import Agent, TurnRequest, TurnResult, close_queue_when_done, queue_batches
+from orchestra.engine import (
+    Agent,
+    TurnOutcomes,
+    TurnRequest,
+    TurnResult,
+    close_queue_when_done,
+    decode_turns,
+    encode_outcomes,
+    queue_batches,
+)
 from orchestra.providers import make_provider
 
 from ._env import apply_secrets
+from ._process import tune_gc
 
 __all__ = ["AgentActor"]
 
@@ -44,6 +54,7 @@ class AgentActor:
         self._tasks: dict[str, set[asyncio.Task[TurnResult]]] = {}
         self._turns = 0
         self._calls = 0
+        tune_gc(config.runtime.gc_threshold)
 
     def _track(self, request: TurnRequest, task: asyncio.Task[TurnResult]) -> None:
         tasks = self._tasks.setdefault(request.run_id, set())
@@ -56,17 +67,18 @@ class AgentActor:
 
         task.add_done_callback(_done)
 
-    async def handle(self, requests: list[TurnRequest]) -> list[TurnResult | OrchestraError]:
-        """Run a batch of turns concurrently (one actor call for many sessions' turns)."""
+    async def handle(self, batch: bytes) -> TurnOutcomes:
+        """Run a batch of turns concurrently (one actor call for many sessions' turns); the batch and its
+        outcomes travel as JSON (``orchestra.engine.encode_turns``)."""
         self._calls += 1
         tasks = []
-        for request in requests:
+        for request in decode_turns(batch):
             task = asyncio.ensure_future(self._agent.run_turn(request))
             self._track(request, task)
             tasks.append(task)
         self._turns += len(tasks)
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        return [r if isinstance(r, TurnResult) else self._error(r) for r in results]
+        return encode_outcomes([r if isinstance(r, TurnResult) else self._error(r) for r in results])
 
     def _error(self, error: BaseException) -> OrchestraError:
         """A failed turn as a value (Ray would wrap a raised one in RayTaskError)."""

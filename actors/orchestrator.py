@@ -26,6 +26,7 @@ from orchestra import (
 from orchestra.stores import RunRecord
 
 from ._env import apply_secrets, split_env
+from ._process import tune_gc
 from .coordinator import Coordinator
 
 __all__ = ["Orchestrator", "orchestrator_name"]
@@ -42,6 +43,7 @@ class Orchestrator:
         apply_secrets(split_env(env)[1])  # handed over as an argument: never in a (logged) runtime_env
         self._coordinator = Coordinator(config, namespace, env)
         self._engine = self._coordinator.engine
+        tune_gc(config.runtime.gc_threshold)
 
     # -- runs --------------------------------------------------------------------------------------
 

@@ -17,7 +17,16 @@ from typing import Any
 from ray.exceptions import RayActorError
 
 from orchestra import InternalError, OrchestraConfig, OrchestraError, ServiceUnavailableError
-from orchestra.engine import EventSink, KeyedBatcher, RuntimeConfig, TurnRequest, TurnResult, agent_name_of
+from orchestra.engine import (
+    EventSink,
+    KeyedBatcher,
+    RuntimeConfig,
+    TurnRequest,
+    TurnResult,
+    agent_name_of,
+    decode_outcomes,
+    encode_turns,
+)
 
 __all__ = ["RayRuntime"]
 
@@ -35,10 +44,10 @@ def _turn_batcher(actor: Any, runtime: RuntimeConfig) -> KeyedBatcher[tuple[str,
     arrive within ``batch_window_s`` (or until a call returns) go together."""
 
     def send(batch: list[tuple[str, TurnRequest]]) -> AsyncIterator[list[tuple[str, Any]]]:
-        ref = actor.handle.remote([request for _, request in batch])  # on its way now, not a tick later
+        ref = actor.handle.remote(encode_turns([request for _, request in batch]))  # on its way now
 
         async def answers() -> AsyncIterator[list[tuple[str, Any]]]:
-            results = await ref
+            results = decode_outcomes(await ref)
             yield [(key, result) for (key, _), result in zip(batch, results, strict=True)]
 
         return answers()

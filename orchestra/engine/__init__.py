@@ -51,6 +51,7 @@ from orchestra.engine._router import route
 from orchestra.engine._runtime import AgentRuntime, LocalRuntime, agent_name_of
 from orchestra.engine._service import ChatService
 from orchestra.engine._streaming import close_queue_when_done, events, queue_batches
+from orchestra.engine._wire import TurnOutcomes, decode_outcomes, decode_turns, encode_outcomes, encode_turns
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -85,6 +86,7 @@ __all__ = [
     "Transcript",
     "TranscriptEntry",
     "TurnEnd",
+    "TurnOutcomes",
     "TurnRequest",
     "TurnResult",
     "TurnStart",
@@ -92,7 +94,11 @@ __all__ = [
     "agent_name_of",
     "build_messages",
     "close_queue_when_done",
+    "decode_outcomes",
+    "decode_turns",
     "default_config_path",
+    "encode_outcomes",
+    "encode_turns",
     "events",
     "follow_run",
     "found_run",

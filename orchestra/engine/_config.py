@@ -176,6 +176,16 @@ class RuntimeConfig(FrozenModel):
     agent_max_concurrency: int = Field(
         default=4096, ge=1, description="Concurrent turns one agent actor runs."
     )
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description=(
+            "Garbage collection in the processes hosting the runtime (agent actors, coordinators, "
+            "replicas): startup objects are frozen out of collections, and the young generation is "
+            "collected every this many allocations (CPython's default, 700, cost W1's coordinator about "
+            "half its CPU). 0: CPython's defaults."
+        ),
+    )
     batch_window_s: float = Field(
         default=0.001,
         ge=0,
