@@ -56,7 +56,9 @@ from orchestra import (
 )
 from orchestra._types import MODES
 from orchestra.engine import (
+    CHATS,
     KeyedBatcher,
+    Outcomes,
     follow_run,
     found_run,
     found_session,
@@ -166,11 +168,16 @@ class ModeRunner:
         self._replica_metrics.ensure_started()
         self._coordinator.start()
 
-    async def chat_many(
+    async def chat_many(self, requests: bytes) -> AsyncIterator[Outcomes]:
+        """Run a batch of chats (validated by the ingress); yield (run_id, outcome) groups as they
+        finish, both ways as ``orchestra.engine.CHATS``. Errors travel as values, so one bad chat cannot
+        fail its batch."""
+        async for group in self._run_many(CHATS.read_requests(requests)):
+            yield CHATS.outcomes(group)
+
+    async def _run_many(
         self, requests: list[RunRequest], resume: bool = False
     ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
-        """Run a batch of chats (validated by the ingress: not parsed again); yield (run_id, outcome)
-        groups as they finish. Errors travel as values, so one bad chat cannot fail its batch."""
         self._ensure_started()
         kinds = {r.run_id: r.swarm_type or "auto" for r in requests}
         async for group in self._coordinator.run_many(requests, resume=resume):
@@ -183,8 +190,7 @@ class ModeRunner:
 
     async def resume(self, request: RunRequest) -> ChatResult | OrchestraError:
         """Resume a chat whose replica died, from its checkpoints in the store (``Engine.run``)."""
-        self._ensure_started()
-        async for group in self.chat_many([request], resume=True):
+        async for group in self._run_many([request], resume=True):
             for _, outcome in group:
                 return outcome
         return _unavailable()
@@ -337,9 +343,14 @@ class ServeChatService:
             stream = self._streams[mode]
 
             def send(requests: list[RunRequest]) -> AsyncIterator[Any]:
-                # a DeploymentResponseGenerator, on its way now (not a tick later) and async-iterable
-                response: Any = stream.chat_many.remote(requests)
-                return response.__aiter__()  # type: ignore[no-any-return]
+                # a DeploymentResponseGenerator, on its way now (not a tick later)
+                response: Any = stream.chat_many.remote(CHATS.requests(requests))
+
+                async def answers() -> AsyncIterator[Any]:
+                    async for group in response:
+                        yield CHATS.read_outcomes(group)
+
+                return answers()
 
             runtime = self.config.runtime
             batcher = self._batchers[mode] = KeyedBatcher(

@@ -17,13 +17,12 @@ from orchestra import (
     RunEvent,
 )
 from orchestra.engine import (
+    TURNS,
     Agent,
-    TurnOutcomes,
+    Outcomes,
     TurnRequest,
     TurnResult,
     close_queue_when_done,
-    decode_turns,
-    encode_outcomes,
     queue_batches,
 )
 from orchestra.providers import make_provider
@@ -67,18 +66,19 @@ class AgentActor:
 
         task.add_done_callback(_done)
 
-    async def handle(self, batch: bytes) -> TurnOutcomes:
-        """Run a batch of turns concurrently (one actor call for many sessions' turns); the batch and its
-        outcomes travel as JSON (``orchestra.engine.encode_turns``)."""
+    async def handle(self, batch: bytes, keys: list[str]) -> Outcomes:
+        """Run a batch of turns concurrently (one actor call for many sessions' turns); the turns and
+        their outcomes, under the caller's ``keys``, travel as JSON (``orchestra.engine.TURNS``)."""
         self._calls += 1
         tasks = []
-        for request in decode_turns(batch):
+        for request in TURNS.read_requests(batch):
             task = asyncio.ensure_future(self._agent.run_turn(request))
             self._track(request, task)
             tasks.append(task)
         self._turns += len(tasks)
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        return encode_outcomes([r if isinstance(r, TurnResult) else self._error(r) for r in results])
+        outcomes = [r if isinstance(r, TurnResult) else self._error(r) for r in results]
+        return TURNS.outcomes(list(zip(keys, outcomes, strict=True)))
 
     def _error(self, error: BaseException) -> OrchestraError:
         """A failed turn as a value (Ray would wrap a raised one in RayTaskError)."""

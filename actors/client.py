@@ -30,7 +30,7 @@ from orchestra import (
     settings,
 )
 from orchestra.cli._server_file import read_server_file
-from orchestra.engine import KeyedBatcher
+from orchestra.engine import CHATS, KeyedBatcher
 from orchestra.providers import make_provider
 from orchestra.serving._auth import ApiKeys
 from orchestra.stores import RunRecord
@@ -65,11 +65,11 @@ def _send_chats(shard: Any) -> Any:
     """``KeyedBatcher`` send function: one ``chat_many`` call, its result batches as they stream back."""
 
     def send(requests: list[RunRequest]) -> AsyncIterator[list[tuple[str, Any]]]:
-        generator = shard.chat_many.remote(requests)  # on its way now, not a tick later
+        generator = shard.chat_many.remote(CHATS.requests(requests))  # on its way now, not a tick later
 
         async def answers() -> AsyncIterator[list[tuple[str, Any]]]:
             async for ref in generator:
-                yield await ref
+                yield CHATS.read_outcomes(await ref)
 
         return answers()
 

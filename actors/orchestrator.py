@@ -16,13 +16,13 @@ import ray
 from orchestra import (
     ChatResult,
     OrchestraConfig,
-    OrchestraError,
     RunEvent,
     RunRequest,
     Session,
     TeamInfo,
     Transcript,
 )
+from orchestra.engine import CHATS, Outcomes
 from orchestra.stores import RunRecord
 
 from ._env import apply_secrets, split_env
@@ -51,11 +51,11 @@ class Orchestrator:
         self._coordinator.start()
         return await self._engine.run(request)
 
-    async def chat_many(
-        self, requests: list[RunRequest]
-    ) -> AsyncIterator[list[tuple[str, ChatResult | OrchestraError]]]:
-        async for batch in self._coordinator.run_many(requests):
-            yield batch
+    async def chat_many(self, requests: bytes) -> AsyncIterator[Outcomes]:
+        """Run a batch of chats; yield their outcomes in groups as they finish (``orchestra.engine.CHATS``
+        both ways)."""
+        async for group in self._coordinator.run_many(CHATS.read_requests(requests)):
+            yield CHATS.outcomes(group)
 
     async def stream(self, request: RunRequest) -> AsyncIterator[list[RunEvent]]:
         self._coordinator.start()

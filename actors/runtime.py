@@ -18,14 +18,13 @@ from ray.exceptions import RayActorError
 
 from orchestra import InternalError, OrchestraConfig, OrchestraError, ServiceUnavailableError
 from orchestra.engine import (
+    TURNS,
     EventSink,
     KeyedBatcher,
     RuntimeConfig,
     TurnRequest,
     TurnResult,
     agent_name_of,
-    decode_outcomes,
-    encode_turns,
 )
 
 __all__ = ["RayRuntime"]
@@ -44,11 +43,11 @@ def _turn_batcher(actor: Any, runtime: RuntimeConfig) -> KeyedBatcher[tuple[str,
     arrive within ``batch_window_s`` (or until a call returns) go together."""
 
     def send(batch: list[tuple[str, TurnRequest]]) -> AsyncIterator[list[tuple[str, Any]]]:
-        ref = actor.handle.remote(encode_turns([request for _, request in batch]))  # on its way now
+        turns, keys = TURNS.requests([request for _, request in batch]), [key for key, _ in batch]
+        ref = actor.handle.remote(turns, keys)  # on its way now, not a tick later
 
         async def answers() -> AsyncIterator[list[tuple[str, Any]]]:
-            results = decode_outcomes(await ref)
-            yield [(key, result) for (key, _), result in zip(batch, results, strict=True)]
+            yield TURNS.read_outcomes(await ref)
 
         return answers()
 

@@ -82,8 +82,8 @@ def run_w2(quick: bool = True, progress: Progress | None = None) -> dict[str, An
     ray = start_ray()
     actor = AgentActor.options(num_cpus=0).remote(cfg, "w2-solo", "solo", "solo")  # type: ignore[attr-defined]
     ray.get(actor.info.remote())
-    batch = orchestra.engine.encode_turns([request])
-    layers["ray_actor_hop"] = asyncio.run(_time(n, lambda: actor.handle.remote(batch)))
+    batch = orchestra.engine.TURNS.requests([request])
+    layers["ray_actor_hop"] = asyncio.run(_time(n, lambda: actor.handle.remote(batch, ["w2"])))
     ray.kill(actor)
     if progress:
         progress.step("W2 actor hop")

@@ -51,12 +51,14 @@ from orchestra.engine._router import route
 from orchestra.engine._runtime import AgentRuntime, LocalRuntime, agent_name_of
 from orchestra.engine._service import ChatService
 from orchestra.engine._streaming import close_queue_when_done, events, queue_batches
-from orchestra.engine._wire import TurnOutcomes, decode_outcomes, decode_turns, encode_outcomes, encode_turns
+from orchestra.engine._wire import CHATS, TURNS, Outcomes, Wire
 
 __all__ = [
+    "CHATS",
     "MAX_MESSAGE_CHARS",
     "MAX_USER_CONTEXT_BYTES",
     "PATTERNS",
+    "TURNS",
     "Agent",
     "AgentConfig",
     "AgentRuntime",
@@ -70,6 +72,7 @@ __all__ = [
     "KeyedBatcher",
     "LocalRuntime",
     "OrchestraConfig",
+    "Outcomes",
     "ProcessingStep",
     "RouterConfig",
     "RunCompleted",
@@ -86,19 +89,15 @@ __all__ = [
     "Transcript",
     "TranscriptEntry",
     "TurnEnd",
-    "TurnOutcomes",
     "TurnRequest",
     "TurnResult",
     "TurnStart",
     "UserContext",
+    "Wire",
     "agent_name_of",
     "build_messages",
     "close_queue_when_done",
-    "decode_outcomes",
-    "decode_turns",
     "default_config_path",
-    "encode_outcomes",
-    "encode_turns",
     "events",
     "follow_run",
     "found_run",

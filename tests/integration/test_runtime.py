@@ -269,7 +269,7 @@ async def test_a_cancelled_turn_is_reported_as_cancelled_not_internal(
             run_id="to-cancel", team="coding-debate", agent="judge", role="judge", round=1,
             task="Pick one", instruction="Judge.", model="scripted/judge",
         )  # fmt: skip
-        batch = actor.handle.remote(orchestra.engine.encode_turns([turn]))
+        batch = actor.handle.remote(orchestra.engine.TURNS.requests([turn]), ["k"])
         streamed = actor.stream.remote(turn.model_copy(update={"stream": True}))
         for _ in range(100):  # both turns running on the actor
             if (
@@ -279,7 +279,7 @@ async def test_a_cancelled_turn_is_reported_as_cancelled_not_internal(
                 break
             await asyncio.sleep(0.05)
         assert await actor.cancel_run.remote("to-cancel") == 2
-        (outcome,) = orchestra.engine.decode_outcomes(await batch)
+        ((_, outcome),) = orchestra.engine.TURNS.read_outcomes(await batch)
         assert isinstance(outcome, orchestra.RunCancelledError) and outcome.code == "CANCELLED"
         items = [await ref async for ref in streamed]
         assert isinstance(items[-1], orchestra.RunCancelledError) and items[-1].code == "CANCELLED"

@@ -1,4 +1,4 @@
-"""Turn batches as they cross to an agent actor and back: JSON bytes, nothing lost on the way."""
+"""Batches as they cross to an agent actor or a coordinator and back: JSON bytes, nothing lost."""
 
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ import pickle
 
 import orchestra
 from orchestra.engine import (
+    CHATS,
+    TURNS,
+    ChatMetadata,
+    ChatResult,
     Contribution,
     HistoryTurn,
+    ProcessingStep,
+    RunRequest,
     TurnRequest,
     TurnResult,
-    decode_outcomes,
-    decode_turns,
-    encode_outcomes,
-    encode_turns,
 )
 
 
-def _request(i: int) -> TurnRequest:
+def _turn(i: int) -> TurnRequest:
     return TurnRequest(
         run_id=f"run-{i}",
         team="coding-debate",
@@ -42,25 +44,62 @@ def _result(i: int) -> TurnResult:
     )  # fmt: skip
 
 
+def _chat(run_id: str) -> ChatResult:
+    step = _result(1).step()
+    return ChatResult(
+        response="final ✓",
+        session_id="s-1",
+        execution_mode="routed:coding-debate",
+        quality_score=0.8,
+        execution_time=1.5,
+        metadata=ChatMetadata(
+            tokens_used=15,
+            model="scripted/x",
+            swarm_type="coding-debate",
+            optimization_mode="quality",
+            processing_steps=[step, ProcessingStep(**{**step.model_dump(), "round": 2})],
+        ),
+        run_id=run_id,
+    )
+
+
+def _travel(data: object) -> object:
+    return pickle.loads(pickle.dumps(data))  # as Ray sends it
+
+
 def test_a_batch_of_turns_arrives_equal_to_what_was_sent() -> None:
-    sent = [_request(i) for i in range(5)]
-    data = encode_turns(sent)
+    sent = [_turn(i) for i in range(5)]
+    data = TURNS.requests(sent)
     assert isinstance(data, bytes)
-    assert decode_turns(data) == sent
+    assert TURNS.read_requests(data) == sent
 
 
-def test_outcomes_keep_their_order_results_and_each_errors_type_and_retry_after() -> None:
+def test_outcomes_keep_their_keys_order_results_and_each_errors_type_and_retry_after() -> None:
     limited = orchestra.RateLimitError("provider rate limit", details={"provider": "openai"}, retry_after=7.0)
     cancelled = orchestra.RunCancelledError("the turn was cancelled", details={"agent": "coder-2"})
-    outcomes = [_result(0), limited, _result(2), cancelled]
-    # The errors travel pickled beside the JSON (as Ray sends the pair): check that round trip too.
-    back = decode_outcomes(pickle.loads(pickle.dumps(encode_outcomes(outcomes))))
-    assert back[0] == _result(0) and back[2] == _result(2)
-    assert type(back[1]) is orchestra.RateLimitError and back[1].retry_after == 7.0
-    assert back[1].to_dict() == limited.to_dict()
-    assert type(back[3]) is orchestra.RunCancelledError and back[3].details == {"agent": "coder-2"}
+    sent = [("a", _result(0)), ("b", limited), ("c", _result(2)), ("d", cancelled)]
+    back = TURNS.read_outcomes(_travel(TURNS.outcomes(sent)))  # type: ignore[arg-type]
+    assert [key for key, _ in back] == ["a", "b", "c", "d"]
+    assert back[0][1] == _result(0) and back[2][1] == _result(2)
+    assert type(back[1][1]) is orchestra.RateLimitError and back[1][1].retry_after == 7.0
+    assert back[1][1].to_dict() == limited.to_dict()
+    assert type(back[3][1]) is orchestra.RunCancelledError and back[3][1].details == {"agent": "coder-2"}
+
+
+def test_chats_and_their_results_keep_every_field_and_the_run_id() -> None:
+    requests = [
+        RunRequest(message="hi", tenant="t1", session_id="s-1", use_memory=True, user_context={"k": [1]}),
+        RunRequest(message="again ✓", tenant="t2", optimization_mode="quality", swarm_type="coding-team"),
+    ]
+    assert CHATS.read_requests(CHATS.requests(requests)) == requests
+    timeout = orchestra.DeadlineExceededError("too slow", details={"deadline_s": 5})
+    back = CHATS.read_outcomes(_travel(CHATS.outcomes([("r-1", _chat("r-1")), ("r-2", timeout)])))  # type: ignore[arg-type]
+    (key1, result), (key2, error) = back
+    assert (key1, key2) == ("r-1", "r-2")
+    assert isinstance(result, ChatResult) and result == _chat("r-1") and result.run_id == "r-1"
+    assert type(error) is orchestra.DeadlineExceededError and error.details == {"deadline_s": 5}
 
 
 def test_an_empty_batch_round_trips() -> None:
-    assert decode_turns(encode_turns([])) == []
-    assert decode_outcomes(encode_outcomes([])) == []
+    assert TURNS.read_requests(TURNS.requests([])) == []
+    assert CHATS.read_outcomes(CHATS.outcomes([])) == []
