@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ray.exceptions import RayActorError
@@ -104,40 +104,80 @@ class RayRuntime:
             self._actors[key] = self._factory(team, instance, agent_name_of(self._config, team, instance))
         return self._actors[key]
 
-    async def send(self, request: TurnRequest, sink: EventSink | None = None) -> TurnResult:
-        """Deliver the turn; a turn lost with its actor's process is sent again (``RETRIES`` times, after
-        ``RETRY_DELAYS_S``) to the restarted actor (``max_restarts``). A streamed turn is sent again only
-        when none of its events went out yet: the caller never sees a turn twice."""
+    def send(self, request: TurnRequest, sink: EventSink | None = None) -> Awaitable[TurnResult]:
+        """Deliver the turn; a turn lost with its actor's process is sent again (``RETRY_DELAYS_S``) to
+        the restarted actor (``max_restarts``). A streamed turn is sent again only when none of its
+        events went out yet: the caller never sees a turn twice.
+
+        A turn without events joins its actor's batch now, in the caller's tick, and the answer is a
+        future (no task of its own): under a burst every task step is another pass over the loop's
+        ready queue before the turn is even on its way.
+        """
+        if sink is not None:
+            return self._send_streamed(request, sink)
+        answer: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+        self._submit(request, answer, 0)
+        return answer
+
+    def _submit(self, request: TurnRequest, answer: asyncio.Future[TurnResult], attempt: int) -> None:
+        if answer.done():  # the caller stopped waiting (its run was cancelled) before a retry
+            return
+        key = (request.team, request.agent)
+        actor = self.actor(*key)
+        self._runs.setdefault(request.run_id, set()).add(key)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = self._batchers[key] = _turn_batcher(actor, self._config.runtime)
+        outcome = batcher.submit((str(next(self._keys)), request))
+        outcome.add_done_callback(lambda done: self._settle(request, answer, attempt, done))
+
+    def _settle(
+        self,
+        request: TurnRequest,
+        answer: asyncio.Future[TurnResult],
+        attempt: int,
+        done: asyncio.Future[Any],
+    ) -> None:
+        if answer.done() or done.cancelled():
+            return
+        outcome = done.result()
+        if isinstance(outcome, _Lost):
+            if attempt >= len(RETRY_DELAYS_S):
+                answer.set_exception(_lost_turn(request, outcome.error))
+                return
+            log.info(
+                "turn of %s/%s lost with its actor (%r); attempt %d",
+                request.team, request.agent, outcome.error, attempt + 2,
+            )  # fmt: skip
+            self._forget_actor((request.team, request.agent))
+            asyncio.get_running_loop().call_later(
+                RETRY_DELAYS_S[attempt], self._submit, request, answer, attempt + 1
+            )
+        elif isinstance(outcome, BaseException):
+            answer.set_exception(outcome)
+        else:
+            answer.set_result(outcome)
+
+    def _forget_actor(self, key: tuple[str, str]) -> None:
+        # Look the actor up again: a restarted one keeps its name; one killed for good is made anew.
+        self._actors.pop(key, None)
+        self._batchers.pop(key, None)
+
+    async def _send_streamed(self, request: TurnRequest, sink: EventSink) -> TurnResult:
+        """One streaming call: events arrive in agent-made batches."""
         key = (request.team, request.agent)
         actor = self.actor(*key)
         self._runs.setdefault(request.run_id, set()).add(key)
         for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
-            if sink is not None:  # events wanted: one streaming call, events arrive in agent-made batches
-                emitted: list[bool] = [False]
-                try:
-                    return await self._stream(actor, request, sink, emitted)
-                except RayActorError as e:
-                    if emitted[0] or delay is None:
-                        raise _lost_turn(request, e) from None
-                    lost: BaseException = e
-            else:
-                batcher = self._batchers.get(key)
-                if batcher is None:
-                    batcher = self._batchers[key] = _turn_batcher(actor, self._config.runtime)
-                outcome = await batcher.submit((str(next(self._keys)), request))
-                if isinstance(outcome, _Lost):
-                    if delay is None:
-                        raise _lost_turn(request, outcome.error)
-                    lost = outcome.error
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-                else:
-                    return outcome  # type: ignore[no-any-return]
-            log.info("turn of %s/%s lost with its actor (%r); attempt %d", *key, lost, attempt + 2)
+            emitted: list[bool] = [False]
+            try:
+                return await self._stream(actor, request, sink, emitted)
+            except RayActorError as e:
+                if emitted[0] or delay is None:
+                    raise _lost_turn(request, e) from None
+                log.info("turn of %s/%s lost with its actor (%r); attempt %d", *key, e, attempt + 2)
             await asyncio.sleep(delay)
-            # Look the actor up again: a restarted one keeps its name; one killed for good is made anew.
-            self._actors.pop(key, None)
-            self._batchers.pop(key, None)
+            self._forget_actor(key)
             actor = self.actor(*key)
         raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 

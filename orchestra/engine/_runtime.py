@@ -7,6 +7,7 @@ message to the agent's Ray actor.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol, runtime_checkable
 
 from orchestra.engine._agent import Agent, EventSink
@@ -19,8 +20,9 @@ __all__ = ["AgentRuntime", "LocalRuntime"]
 
 @runtime_checkable
 class AgentRuntime(Protocol):
-    async def send(self, request: TurnRequest, sink: EventSink | None = None) -> TurnResult:
-        """Deliver ``request`` to agent ``request.agent`` of team ``request.team`` and return its answer."""
+    def send(self, request: TurnRequest, sink: EventSink | None = None) -> Awaitable[TurnResult]:
+        """Deliver ``request`` to agent ``request.agent`` of team ``request.team``; awaiting the result
+        gives its answer (a coroutine, or a future when the runtime sends at once)."""
         ...
 
     async def cancel_run(self, run_id: str) -> None:
