@@ -138,9 +138,10 @@ class RayRuntime:
         attempt: int,
         done: asyncio.Future[Any],
     ) -> None:
-        if answer.done() or done.cancelled():
+        if answer.done():
             return
-        outcome = done.result()
+        # The batcher answers with values (never cancels its futures): a cancelled one is no answer.
+        outcome = InternalError("an agent actor returned no result") if done.cancelled() else done.result()
         if isinstance(outcome, _Lost):
             if attempt >= len(RETRY_DELAYS_S):
                 answer.set_exception(_lost_turn(request, outcome.error))
