@@ -157,7 +157,7 @@ class ModeRunner:
         self._provider = config.resolved_provider()
         self._replica_metrics = _ReplicaMetrics(f"mode-{mode}")
         self._metrics = self._replica_metrics.metrics
-        tune_gc(config.runtime.gc_threshold)
+        tune_gc(config.runtime.gc_threshold, freeze=False)  # Serve freezes replicas after __init__
 
     def _record(self, result: ChatResult | None, swarm_type: str, outcome: str) -> None:
         self._metrics.swarm_run(swarm_type, self._mode, outcome)
@@ -575,7 +575,7 @@ class Ingress:
         )
         # Started with the app (every ingress replica asks; the first creates it), restarted by Ray.
         self._dispatcher = start_dispatcher(self._replica_metrics.actor, actor_env(config), SERVE_NAMESPACE)
-        tune_gc(config.runtime.gc_threshold)
+        tune_gc(config.runtime.gc_threshold, freeze=False)  # Serve freezes replicas after __init__
 
     async def _probe_coordinators(self) -> None:
         await asyncio.gather(*(h.probe.remote() for h in self._modes.values()))

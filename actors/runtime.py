@@ -60,11 +60,15 @@ def _turn_batcher(actor: Any, runtime: RuntimeConfig) -> KeyedBatcher[tuple[str,
         send,
         lambda item: item[0],
         on_error=failed,
-        on_missing=lambda: InternalError("an agent actor returned no result"),
+        on_missing=_no_result,
         window_s=runtime.batch_window_s,
         max_batch=runtime.max_batch_turns,
         max_inflight=runtime.max_inflight_calls,
     )
+
+
+def _no_result() -> InternalError:
+    return InternalError("an agent actor returned no result")
 
 
 class _Lost:
@@ -119,12 +123,16 @@ class RayRuntime:
         self._submit(request, answer, 0)
         return answer
 
+    def _actor_for(self, request: TurnRequest) -> tuple[tuple[str, str], Any]:
+        """The turn's actor (made on first use), noted as one its run has used (for ``cancel_run``)."""
+        key = (request.team, request.agent)
+        self._runs.setdefault(request.run_id, set()).add(key)
+        return key, self.actor(*key)
+
     def _submit(self, request: TurnRequest, answer: asyncio.Future[TurnResult], attempt: int) -> None:
         if answer.done():  # the caller stopped waiting (its run was cancelled) before a retry
             return
-        key = (request.team, request.agent)
-        actor = self.actor(*key)
-        self._runs.setdefault(request.run_id, set()).add(key)
+        key, actor = self._actor_for(request)
         batcher = self._batchers.get(key)
         if batcher is None:
             batcher = self._batchers[key] = _turn_batcher(actor, self._config.runtime)
@@ -141,7 +149,7 @@ class RayRuntime:
         if answer.done():
             return
         # The batcher answers with values (never cancels its futures): a cancelled one is no answer.
-        outcome = InternalError("an agent actor returned no result") if done.cancelled() else done.result()
+        outcome = _no_result() if done.cancelled() else done.result()
         if isinstance(outcome, _Lost):
             if attempt >= len(RETRY_DELAYS_S):
                 answer.set_exception(_lost_turn(request, outcome.error))
@@ -166,9 +174,7 @@ class RayRuntime:
 
     async def _send_streamed(self, request: TurnRequest, sink: EventSink) -> TurnResult:
         """One streaming call: events arrive in agent-made batches."""
-        key = (request.team, request.agent)
-        actor = self.actor(*key)
-        self._runs.setdefault(request.run_id, set()).add(key)
+        key, actor = self._actor_for(request)
         for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
             emitted: list[bool] = [False]
             try:
